@@ -1,0 +1,138 @@
+//! The application: shared state, the whole HTTP surface, background work.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::incidents::Engine;
+use crate::ingest::Committer;
+use crate::metrics::Metrics;
+use crate::smtp::Classifier;
+use crate::store::DynStore;
+use crate::web::auth::TokenCache;
+use axum::Router;
+use std::ops::Deref;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, watch};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub struct Inner {
+    pub config: Config,
+    pub store: DynStore,
+    pub engine: Arc<Engine>,
+    pub classifier: Arc<Classifier>,
+    pub clock: Arc<dyn Clock>,
+    pub committer: Committer,
+    pub metrics: Metrics,
+    pub tokens: TokenCache,
+    pub ingest_slots: Arc<Semaphore>,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Must be called inside a Tokio runtime: it starts the group-commit writer.
+    pub fn new(
+        config: Config,
+        store: DynStore,
+        clock: Arc<dyn Clock>,
+        classifier: Classifier,
+    ) -> Self {
+        let engine = Arc::new(Engine::new(config.thresholds.clone()));
+        let committer = Committer::spawn(
+            store.clone(),
+            engine.clone(),
+            clock.clone(),
+            config.group_commit_max_events,
+        );
+        crate::web::error::set_retry_after(config.retry_after_secs);
+        AppState(Arc::new(Inner {
+            tokens: TokenCache::new(config.token_cache_ttl),
+            ingest_slots: Arc::new(Semaphore::new(config.max_ingest_concurrency)),
+            config,
+            store,
+            engine,
+            classifier: Arc::new(classifier),
+            clock,
+            committer,
+            metrics: Metrics::new(),
+        }))
+    }
+}
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(crate::ingest::http::router(&state))
+        .merge(crate::web::api::router())
+        .layer(CatchPanicLayer::custom(|_| {
+            crate::web::error::AppError::Internal("handler panicked".into()).into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+use axum::response::IntoResponse;
+
+/// Periodic work on the clock: the sweep that lets time pass for open incidents, and
+/// retention. Stops when `shutdown` flips.
+pub fn spawn_background(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let s = state.clone();
+    let mut stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(s.config.sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    match s.store.sweep(&s.engine, s.clock.now()).await {
+                        Ok(r) if r.recovered + r.stale > 0 => tracing::info!(recovered = r.recovered, stale = r.stale, "sweep"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(state.config.prune_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let retention = chrono::TimeDelta::from_std(state.config.retention).unwrap_or(chrono::TimeDelta::days(30));
+                    match state.store.prune(state.clock.now() - retention).await {
+                        Ok(r) if r.events + r.dead_letters > 0 => tracing::info!(events = r.events, dead_letters = r.dead_letters, "retention: pruned"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "retention prune failed"),
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    });
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish (their
+/// events are committed before they are answered).
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    spawn_background(state.clone(), stop_rx);
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    result
+}

@@ -1,0 +1,407 @@
+//! The command line: `deferwatch serve`, `migrate`, `source`, `token`, `sweep`,
+//! `prune`, `bench`. Flags can also come from the environment (shown in `--help`).
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, FileConfig, WindowsConfig};
+use crate::smtp::Classifier;
+use crate::store::{self, ConnectOptions, DynStore};
+use crate::web::auth::{API_TOKEN_PREFIX, SOURCE_TOKEN_PREFIX, hash_token, new_token};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "deferwatch",
+    version,
+    about = "Email deliverability incidents: persistent SMTP deferrals, their phase, scope and evidence"
+)]
+pub struct Cli {
+    /// Optional TOML configuration file (keys as in the README).
+    #[arg(long, global = true, env = "DEFERWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// sqlite://PATH (default sqlite://./data/deferwatch.db) or postgres://USER@HOST/DB.
+    #[arg(long, global = true, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP server (ingest, read API, metrics).
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Manage event sources and their ingest tokens.
+    #[command(subcommand)]
+    Source(SourceCmd),
+    /// Manage API tokens for the read API and /metrics.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Let time pass for open incidents once (recovered / stale), then exit.
+    Sweep,
+    /// Delete raw events older than the retention, then exit.
+    Prune,
+    /// Drive a real server with load and print events/s and latency percentiles.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SourceCmd {
+    /// Create a source and print its token (shown once; only its hash is stored).
+    Add {
+        name: String,
+        /// Event format the source sends.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
+    List,
+    /// Issue a new token for a source; the old one stops working.
+    Rotate {
+        name: String,
+    },
+    Revoke {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create an API token and print it (shown once).
+    Add {
+        name: String,
+    },
+    List,
+    Revoke {
+        name: String,
+    },
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "DEFERWATCH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    #[arg(long, env = "DEFERWATCH_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    #[arg(long, env = "DEFERWATCH_MAX_BATCH_EVENTS")]
+    pub max_batch_events: Option<usize>,
+    #[arg(long, env = "DEFERWATCH_MAX_INGEST_CONCURRENCY")]
+    pub max_ingest_concurrency: Option<usize>,
+    #[arg(long, env = "DEFERWATCH_GROUP_COMMIT_MAX_EVENTS")]
+    pub group_commit_max_events: Option<usize>,
+    #[arg(long, env = "DEFERWATCH_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
+    #[arg(long, env = "DEFERWATCH_DB_ACQUIRE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Option<Duration>,
+    #[arg(long, env = "DEFERWATCH_RETRY_AFTER_SECS")]
+    pub retry_after_secs: Option<u64>,
+    #[arg(long, env = "DEFERWATCH_MAX_FUTURE_SKEW", value_parser = humantime::parse_duration)]
+    pub max_future_skew: Option<Duration>,
+    #[arg(long, env = "DEFERWATCH_SWEEP_INTERVAL", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Option<Duration>,
+    /// How long raw events are kept after they were received (incidents stay).
+    #[arg(long, env = "DEFERWATCH_RETENTION", value_parser = humantime::parse_duration)]
+    pub retention: Option<Duration>,
+    #[arg(long, env = "DEFERWATCH_PRUNE_INTERVAL", value_parser = humantime::parse_duration)]
+    pub prune_interval: Option<Duration>,
+    #[arg(long, env = "DEFERWATCH_TOKEN_CACHE_TTL", value_parser = humantime::parse_duration)]
+    pub token_cache_ttl: Option<Duration>,
+    #[command(flatten)]
+    pub windows: WindowArgs,
+}
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct WindowArgs {
+    #[arg(long, env = "DEFERWATCH_WINDOW_NORMAL_RETRY", value_parser = humantime::parse_duration)]
+    pub window_normal_retry: Option<Duration>,
+    #[arg(long, env = "DEFERWATCH_WINDOW_PERSISTENT", value_parser = humantime::parse_duration)]
+    pub window_persistent: Option<Duration>,
+    #[arg(long, env = "DEFERWATCH_WINDOW_COOLING", value_parser = humantime::parse_duration)]
+    pub window_cooling: Option<Duration>,
+    #[arg(long, env = "DEFERWATCH_WINDOW_COOLING_EXTENDED", value_parser = humantime::parse_duration)]
+    pub window_cooling_extended: Option<Duration>,
+    #[arg(long, env = "DEFERWATCH_WINDOW_ESCALATE", value_parser = humantime::parse_duration)]
+    pub window_escalate: Option<Duration>,
+    #[arg(long, env = "DEFERWATCH_QUIET_PERIOD", value_parser = humantime::parse_duration)]
+    pub quiet_period: Option<Duration>,
+    #[arg(long, env = "DEFERWATCH_REOPEN_WINDOW", value_parser = humantime::parse_duration)]
+    pub reopen_window: Option<Duration>,
+    #[arg(long, env = "DEFERWATCH_STALE_AFTER", value_parser = humantime::parse_duration)]
+    pub stale_after: Option<Duration>,
+    #[arg(long, env = "DEFERWATCH_TREND_WINDOW", value_parser = humantime::parse_duration)]
+    pub trend_window: Option<Duration>,
+}
+
+impl ServeArgs {
+    fn as_file_config(&self, database_url: Option<String>) -> FileConfig {
+        let w = &self.windows;
+        FileConfig {
+            listen: self.listen,
+            database_url,
+            db_max_connections: self.db_max_connections,
+            db_acquire_timeout: self.db_acquire_timeout,
+            max_body_bytes: self.max_body_bytes,
+            max_batch_events: self.max_batch_events,
+            max_ingest_concurrency: self.max_ingest_concurrency,
+            group_commit_max_events: self.group_commit_max_events,
+            retry_after_secs: self.retry_after_secs,
+            max_future_skew: self.max_future_skew,
+            sweep_interval: self.sweep_interval,
+            retention: self.retention,
+            prune_interval: self.prune_interval,
+            token_cache_ttl: self.token_cache_ttl,
+            windows: WindowsConfig {
+                normal_retry: w.window_normal_retry,
+                persistent: w.window_persistent,
+                cooling: w.window_cooling,
+                cooling_extended: w.window_cooling_extended,
+                escalate: w.window_escalate,
+                quiet_period: w.quiet_period,
+                reopen_window: w.reopen_window,
+                stale_after: w.stale_after,
+                trend_window: w.trend_window,
+            },
+        }
+    }
+}
+
+/// Errors the command line reports before exiting with status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Bench(String),
+}
+
+fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> Result<Config, CliError> {
+    let file = match &cli.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let over = match serve {
+        Some(s) => s.as_file_config(cli.database_url.clone()),
+        None => FileConfig {
+            database_url: cli.database_url.clone(),
+            ..FileConfig::default()
+        },
+    };
+    Ok(file.overlay(over).resolve()?)
+}
+
+async fn open_store(cfg: &Config) -> Result<DynStore, CliError> {
+    let opts = ConnectOptions {
+        max_connections: cfg.db_max_connections,
+        acquire_timeout: cfg.db_acquire_timeout,
+    };
+    store::connect(&cfg.database_url, &opts).await.map_err(|e| {
+        CliError::Usage(format!(
+            "cannot open database {}: {e}",
+            store::redact_url(&cfg.database_url)
+        ))
+    })
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    match &cli.command {
+        Command::Serve(args) => {
+            let cfg = load_config(&cli, Some(args))?;
+            let store = open_store(&cfg).await?;
+            let listener = tokio::net::TcpListener::bind(cfg.listen)
+                .await
+                .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", cfg.listen)))?;
+            tracing::info!(
+                listen = %cfg.listen,
+                database = %store::redact_url(&cfg.database_url),
+                "deferwatch serving"
+            );
+            let state = crate::app::AppState::new(cfg, store, clock, Classifier::builtin());
+            crate::app::serve(state, listener, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Migrate => {
+            let cfg = load_config(&cli, None)?;
+            open_store(&cfg).await?;
+            println!(
+                "database {} is up to date",
+                store::redact_url(&cfg.database_url)
+            );
+            Ok(())
+        }
+        Command::Source(cmd) => {
+            let cfg = load_config(&cli, None)?;
+            let store = open_store(&cfg).await?;
+            match cmd {
+                SourceCmd::Add { name, format } => {
+                    validate_name(name)?;
+                    if format != "json" {
+                        return Err(CliError::Usage(format!(
+                            "unknown format {format:?}: supported formats are: json"
+                        )));
+                    }
+                    let token = new_token(SOURCE_TOKEN_PREFIX);
+                    let s = store
+                        .create_source(name, format, &hash_token(&token), clock.now())
+                        .await?;
+                    println!("source {:?} created (format {}).", s.name, s.format);
+                    println!("token (shown once, store it now): {token}");
+                    println!(
+                        "send events: curl -H 'Authorization: Bearer {token}' --data-binary @events.ndjson http://{}/api/v1/events",
+                        cfg.listen
+                    );
+                }
+                SourceCmd::List => {
+                    println!(
+                        "{:<24} {:<10} {:<26} {:<26} status",
+                        "name", "format", "created", "last event"
+                    );
+                    for s in store.list_sources().await? {
+                        println!(
+                            "{:<24} {:<10} {:<26} {:<26} {}",
+                            s.name,
+                            s.format,
+                            crate::time_format::fmt(s.created_at),
+                            s.last_event_at
+                                .map(crate::time_format::fmt)
+                                .unwrap_or_else(|| "-".into()),
+                            if s.revoked_at.is_some() {
+                                "revoked"
+                            } else {
+                                "active"
+                            }
+                        );
+                    }
+                }
+                SourceCmd::Rotate { name } => {
+                    let token = new_token(SOURCE_TOKEN_PREFIX);
+                    if !store.rotate_source_token(name, &hash_token(&token)).await? {
+                        return Err(CliError::Usage(format!("no source named {name:?}")));
+                    }
+                    println!("new token for {name:?} (shown once): {token}");
+                }
+                SourceCmd::Revoke { name } => {
+                    if !store.revoke_source(name, clock.now()).await? {
+                        return Err(CliError::Usage(format!("no active source named {name:?}")));
+                    }
+                    println!("source {name:?} revoked");
+                }
+            }
+            Ok(())
+        }
+        Command::Token(cmd) => {
+            let cfg = load_config(&cli, None)?;
+            let store = open_store(&cfg).await?;
+            match cmd {
+                TokenCmd::Add { name } => {
+                    validate_name(name)?;
+                    let token = new_token(API_TOKEN_PREFIX);
+                    store
+                        .create_api_token(name, &hash_token(&token), clock.now())
+                        .await?;
+                    println!("API token {name:?} created.");
+                    println!("token (shown once, store it now): {token}");
+                }
+                TokenCmd::List => {
+                    for t in store.list_api_tokens().await? {
+                        println!(
+                            "{:<24} {:<26} {}",
+                            t.name,
+                            crate::time_format::fmt(t.created_at),
+                            if t.revoked_at.is_some() {
+                                "revoked"
+                            } else {
+                                "active"
+                            }
+                        );
+                    }
+                }
+                TokenCmd::Revoke { name } => {
+                    if !store.revoke_api_token(name, clock.now()).await? {
+                        return Err(CliError::Usage(format!(
+                            "no active API token named {name:?}"
+                        )));
+                    }
+                    println!("API token {name:?} revoked");
+                }
+            }
+            Ok(())
+        }
+        Command::Sweep => {
+            let cfg = load_config(&cli, None)?;
+            let store = open_store(&cfg).await?;
+            let engine = crate::incidents::Engine::new(cfg.thresholds.clone());
+            let r = store.sweep(&engine, clock.now()).await?;
+            println!(
+                "examined {} due incidents: {} recovered, {} stale",
+                r.examined, r.recovered, r.stale
+            );
+            Ok(())
+        }
+        Command::Prune => {
+            let cfg = load_config(&cli, None)?;
+            let store = open_store(&cfg).await?;
+            let retention = chrono::TimeDelta::from_std(cfg.retention)
+                .map_err(|_| CliError::Usage("retention too large".into()))?;
+            let r = store.prune(clock.now() - retention).await?;
+            println!(
+                "pruned {} events and {} dead letters",
+                r.events, r.dead_letters
+            );
+            Ok(())
+        }
+        Command::Bench(args) => {
+            let cfg = load_config(&cli, None)?;
+            crate::bench::run(args, cli.database_url.is_some().then_some(cfg.database_url))
+                .await
+                .map_err(CliError::Bench)
+        }
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), CliError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "invalid name {name:?}: use 1-64 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

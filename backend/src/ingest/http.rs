@@ -1,0 +1,210 @@
+//! `POST /api/v1/events`: the native JSON format.
+
+use super::json::{Context, parse_event, split_body};
+use super::{IngestError, Rejection};
+use crate::app::AppState;
+use crate::metrics::{EventLabels, SourceLabels};
+use crate::store::{EventOutcome, NewReject, WriteBatch};
+use crate::web::auth::SourceAuth;
+use crate::web::error::AppError;
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Serialize;
+use std::time::Instant;
+
+pub fn router(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/events", post(ingest_events))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+}
+
+#[derive(Serialize)]
+struct RejectedItem {
+    index: usize,
+    #[serde(flatten)]
+    rejection: Rejection,
+}
+
+#[derive(Serialize)]
+struct IngestReply {
+    accepted: usize,
+    duplicates: usize,
+    rejected_count: usize,
+    rejected: Vec<RejectedItem>,
+    /// Incidents the accepted events were attached to.
+    incident_ids: Vec<i64>,
+}
+
+async fn ingest_events(
+    State(state): State<AppState>,
+    SourceAuth(source): SourceAuth,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let started = Instant::now();
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::TooLarge {
+                field: "body".into(),
+                reason: format!(
+                    "request body over the {} byte limit",
+                    state.config.max_body_bytes
+                ),
+            }
+        } else {
+            AppError::bad("body", e.body_text())
+        }
+    })?;
+    // Bounded concurrency: past the limit, shed load at once rather than queue.
+    let _permit = state
+        .ingest_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::Unavailable {
+            reason: "too many ingest requests in flight".into(),
+            retry_after: state.config.retry_after_secs,
+        })?;
+    let now = state.clock.now();
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("ndjson") || ct.contains("jsonl"));
+
+    let text = match std::str::from_utf8(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            let reason = format!("the body is not UTF-8 ({e})");
+            keep_unreadable_body(&state, source.id, &body, &reason, now).await?;
+            return Err(AppError::bad("body", reason));
+        }
+    };
+    let items = match split_body(text, ndjson, state.config.max_batch_events) {
+        Ok(items) => items,
+        Err(e @ IngestError::Body(_)) => {
+            keep_unreadable_body(&state, source.id, &body, &e.to_string(), now).await?;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    let ctx = Context {
+        source_id: source.id,
+        classifier: &state.classifier,
+        now,
+        max_future_skew: chrono::TimeDelta::from_std(state.config.max_future_skew)
+            .unwrap_or(chrono::TimeDelta::hours(1)),
+    };
+    let mut batch = WriteBatch::default();
+    let mut rejected = Vec::new();
+    for (index, raw) in items.iter().enumerate() {
+        match parse_event(raw, &ctx) {
+            Ok(ev) => {
+                batch.events.push(ev);
+            }
+            Err(rejection) => {
+                batch.rejects.push(NewReject {
+                    source_id: Some(source.id),
+                    received_at: now,
+                    index: Some(index),
+                    field: rejection.field.clone(),
+                    reason: rejection.reason.clone(),
+                    raw: raw.to_string(),
+                });
+                rejected.push(RejectedItem { index, rejection });
+            }
+        }
+    }
+    let kinds: Vec<&'static str> = batch.events.iter().map(|e| e.kind.as_str()).collect();
+    let outcome = state.committer.submit(batch).await.inspect_err(|_| {
+        state.metrics.commit_errors.inc();
+    })?;
+
+    let mut reply = IngestReply {
+        accepted: 0,
+        duplicates: 0,
+        rejected_count: rejected.len(),
+        rejected,
+        incident_ids: Vec::new(),
+    };
+    for (i, o) in outcome.events.iter().enumerate() {
+        match o {
+            EventOutcome::Stored { incident_id } => {
+                reply.accepted += 1;
+                state
+                    .metrics
+                    .events_ingested
+                    .get_or_create(&EventLabels {
+                        r#type: kinds[i].into(),
+                        source: source.name.clone(),
+                    })
+                    .inc();
+                if let Some(id) = incident_id
+                    && !reply.incident_ids.contains(id)
+                {
+                    reply.incident_ids.push(*id);
+                }
+            }
+            EventOutcome::Duplicate => reply.duplicates += 1,
+        }
+    }
+    let labels = SourceLabels {
+        source: source.name.clone(),
+    };
+    if reply.duplicates > 0 {
+        state
+            .metrics
+            .events_duplicate
+            .get_or_create(&labels)
+            .inc_by(reply.duplicates as u64);
+    }
+    if reply.rejected_count > 0 {
+        state
+            .metrics
+            .events_rejected
+            .get_or_create(&labels)
+            .inc_by(reply.rejected_count as u64);
+    }
+    state
+        .metrics
+        .ingest_latency
+        .observe(started.elapsed().as_secs_f64());
+    // Nothing stored and something rejected: the request as a whole was wrong.
+    let status = if reply.accepted + reply.duplicates == 0 && reply.rejected_count > 0 {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(reply)).into_response())
+}
+
+/// Even a body that cannot be split into items is kept, so the operator can see what
+/// the sender sent. Capped: the point is inspection, not archiving garbage.
+async fn keep_unreadable_body(
+    state: &AppState,
+    source_id: i64,
+    body: &[u8],
+    reason: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), AppError> {
+    const KEEP: usize = 1024 * 1024;
+    let raw = String::from_utf8_lossy(&body[..body.len().min(KEEP)]).replace('\0', "\u{FFFD}");
+    let batch = WriteBatch {
+        events: Vec::new(),
+        rejects: vec![NewReject {
+            source_id: Some(source_id),
+            received_at: now,
+            index: None,
+            field: Some("body".into()),
+            reason: reason.to_string(),
+            raw,
+        }],
+    };
+    state.committer.submit(batch).await?;
+    Ok(())
+}

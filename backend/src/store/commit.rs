@@ -1,0 +1,184 @@
+//! The write path shared by both backends: dedupe, run the incident engine over the
+//! new events, then write incidents, events and rejects in the caller's transaction.
+//! The backends only supply the SQL primitives.
+
+use super::{BatchOutcome, EventOutcome, NewReject, Result, SweepReport, WriteBatch};
+use crate::event::NewEvent;
+use crate::incidents::{Engine, Incident, Timeline};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+
+#[async_trait]
+pub(crate) trait WriteTx: Send {
+    /// Serialises writers across app instances sharing one database.
+    async fn lock_writer(&mut self) -> Result<()>;
+    async fn existing_keys(&mut self, keys: &[&str]) -> Result<HashSet<String>>;
+    /// The newest incident of each destination.
+    async fn latest_incidents(&mut self, destinations: &[&str]) -> Result<Vec<Incident>>;
+    async fn insert_incident(&mut self, row: &IncidentRowData<'_>) -> Result<i64>;
+    async fn update_incident(&mut self, row: &IncidentRowData<'_>) -> Result<()>;
+    async fn insert_events(&mut self, events: &[(&NewEvent, Option<i64>)]) -> Result<()>;
+    async fn insert_rejects(&mut self, rejects: &[&NewReject]) -> Result<()>;
+    async fn touch_sources(&mut self, source_ids: &[i64], now_ms: i64) -> Result<()>;
+    async fn due_incidents(&mut self, now_ms: i64) -> Result<Vec<Incident>>;
+    async fn commit(self) -> Result<()>;
+}
+
+/// An incident with the columns derived from it, ready to write.
+pub(crate) struct IncidentRowData<'a> {
+    pub inc: &'a Incident,
+    pub state: String,
+    pub due_at: Option<i64>,
+    pub now_ms: i64,
+}
+
+fn row<'a>(engine: &Engine, inc: &'a Incident, now: DateTime<Utc>) -> Result<IncidentRowData<'a>> {
+    let state = serde_json::to_string(inc)
+        .map_err(|e| super::StoreError::Corrupt(format!("incident {}: {e}", inc.id)))?;
+    Ok(IncidentRowData {
+        inc,
+        state,
+        due_at: engine.due_at(inc).map(super::ms),
+        now_ms: super::ms(now),
+    })
+}
+
+pub(crate) async fn record<T: WriteTx>(
+    mut tx: T,
+    batches: &[WriteBatch],
+    engine: &Engine,
+    now: DateTime<Utc>,
+) -> Result<Vec<BatchOutcome>> {
+    tx.lock_writer().await?;
+
+    let all: Vec<(usize, usize, &NewEvent)> = batches
+        .iter()
+        .enumerate()
+        .flat_map(|(b, batch)| {
+            batch
+                .events
+                .iter()
+                .enumerate()
+                .map(move |(e, ev)| (b, e, ev))
+        })
+        .collect();
+    let keys: Vec<&str> = all
+        .iter()
+        .map(|(_, _, ev)| ev.dedupe_key.as_str())
+        .collect();
+    let existing = if keys.is_empty() {
+        HashSet::new()
+    } else {
+        tx.existing_keys(&keys).await?
+    };
+
+    let mut outcomes: Vec<BatchOutcome> = batches
+        .iter()
+        .map(|b| BatchOutcome {
+            events: vec![EventOutcome::Duplicate; b.events.len()],
+        })
+        .collect();
+    let mut seen: HashSet<&str> = HashSet::with_capacity(all.len());
+    let mut fresh: Vec<(usize, usize, &NewEvent)> = Vec::with_capacity(all.len());
+    for &(b, e, ev) in &all {
+        if !existing.contains(&ev.dedupe_key) && seen.insert(ev.dedupe_key.as_str()) {
+            fresh.push((b, e, ev));
+        }
+    }
+
+    // Event time drives the engine, so feed each destination its events in time order
+    // whatever order they arrived in.
+    let mut by_time: Vec<usize> = (0..fresh.len()).collect();
+    by_time.sort_by_key(|&i| fresh[i].2.time);
+    let mut destinations: Vec<&str> = fresh
+        .iter()
+        .map(|(_, _, ev)| ev.destination.as_str())
+        .collect();
+    destinations.sort_unstable();
+    destinations.dedup();
+    let mut latest: HashMap<String, Incident> = if destinations.is_empty() {
+        HashMap::new()
+    } else {
+        tx.latest_incidents(&destinations)
+            .await?
+            .into_iter()
+            .map(|inc| (inc.destination.clone(), inc))
+            .collect()
+    };
+    let mut timelines: HashMap<&str, Timeline> = HashMap::new();
+    let mut slot: Vec<Option<usize>> = vec![None; fresh.len()];
+    for i in by_time {
+        let ev = fresh[i].2;
+        let tl = timelines
+            .entry(ev.destination.as_str())
+            .or_insert_with(|| Timeline::new(latest.remove(&ev.destination)));
+        slot[i] = engine.apply(tl, ev);
+    }
+
+    // Write the incidents first so that new ones have ids for their events.
+    let mut ids: HashMap<(&str, usize), i64> = HashMap::new();
+    for (dest, tl) in &timelines {
+        for (idx, inc) in tl.changed() {
+            let data = row(engine, inc, now)?;
+            let id = if inc.id == 0 {
+                tx.insert_incident(&data).await?
+            } else {
+                tx.update_incident(&data).await?;
+                inc.id
+            };
+            ids.insert((dest, idx), id);
+        }
+        for (idx, inc) in tl.incidents.iter().enumerate() {
+            ids.entry((dest, idx)).or_insert(inc.id);
+        }
+    }
+
+    let mut rows: Vec<(&NewEvent, Option<i64>)> = Vec::with_capacity(fresh.len());
+    for (i, &(b, e, ev)) in fresh.iter().enumerate() {
+        let incident_id = slot[i].and_then(|s| ids.get(&(ev.destination.as_str(), s)).copied());
+        outcomes[b].events[e] = EventOutcome::Stored { incident_id };
+        rows.push((ev, incident_id));
+    }
+    if !rows.is_empty() {
+        tx.insert_events(&rows).await?;
+    }
+    let rejects: Vec<&NewReject> = batches.iter().flat_map(|b| b.rejects.iter()).collect();
+    if !rejects.is_empty() {
+        tx.insert_rejects(&rejects).await?;
+    }
+    let mut sources: Vec<i64> = fresh.iter().map(|(_, _, ev)| ev.source_id).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    if !sources.is_empty() {
+        tx.touch_sources(&sources, super::ms(now)).await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+pub(crate) async fn sweep<T: WriteTx>(
+    mut tx: T,
+    engine: &Engine,
+    now: DateTime<Utc>,
+) -> Result<SweepReport> {
+    tx.lock_writer().await?;
+    let due = tx.due_incidents(super::ms(now)).await?;
+    let mut report = SweepReport {
+        examined: due.len(),
+        ..SweepReport::default()
+    };
+    for mut inc in due {
+        if engine.settle(&mut inc, now) {
+            match inc.status {
+                crate::incidents::Status::Recovered => report.recovered += 1,
+                crate::incidents::Status::Stale => report.stale += 1,
+                crate::incidents::Status::Open => {}
+            }
+        }
+        // Rewrite even when unchanged: due_at is recomputed from the engine's view.
+        tx.update_incident(&row(engine, &inc, now)?).await?;
+    }
+    tx.commit().await?;
+    Ok(report)
+}

@@ -1,0 +1,290 @@
+//! Storage: one narrow trait shaped by what the domain does, a SQLite and a PostgreSQL
+//! implementation picked from the URL scheme, migrations per backend.
+
+#[macro_use]
+mod common;
+mod commit;
+pub mod postgres;
+mod rows;
+pub mod sqlite;
+
+use crate::event::{EventType, NewEvent, StoredEvent};
+use crate::incidents::{Engine, Incident, Phase, Status};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or did not answer in time; callers answer 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.message().to_string())
+            }
+            // PostgreSQL shutting down or refusing: class 57 (operator intervention)
+            // and 08 (connection exception).
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("57") || c.starts_with("08")) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Source {
+    pub id: i64,
+    pub name: String,
+    pub format: String,
+    #[serde(with = "crate::time_format")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::time_format::option")]
+    pub revoked_at: Option<DateTime<Utc>>,
+    #[serde(with = "crate::time_format::option")]
+    pub last_event_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ApiToken {
+    pub id: i64,
+    pub name: String,
+    #[serde(with = "crate::time_format")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::time_format::option")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// An item that failed validation, kept with its raw payload for inspection.
+#[derive(Clone, Debug)]
+pub struct NewReject {
+    pub source_id: Option<i64>,
+    pub received_at: DateTime<Utc>,
+    pub index: Option<usize>,
+    pub field: Option<String>,
+    pub reason: String,
+    pub raw: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub source: Option<String>,
+    #[serde(with = "crate::time_format")]
+    pub received_at: DateTime<Utc>,
+    pub index: Option<i64>,
+    pub field: Option<String>,
+    pub reason: String,
+    pub raw: String,
+}
+
+/// What one ingest request asks the store to write, atomically.
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    pub events: Vec<NewEvent>,
+    pub rejects: Vec<NewReject>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventOutcome {
+    Stored { incident_id: Option<i64> },
+    Duplicate,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// One per event of the batch, in order.
+    pub events: Vec<EventOutcome>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct IncidentFilter {
+    pub phase: Option<Phase>,
+    pub status: Option<Status>,
+    pub destination: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    pub kind: Option<EventType>,
+    pub source: Option<String>,
+    pub incident: Option<i64>,
+    pub since: Option<DateTime<Utc>>,
+    /// Keyset pagination: events with an id above this one.
+    pub after: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub examined: usize,
+    pub recovered: usize,
+    pub stale: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    pub events: u64,
+    pub dead_letters: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub max_connections: u32,
+    /// How long a request waits for a connection before the database counts as down.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    async fn ping(&self) -> Result<()>;
+
+    async fn create_source(
+        &self,
+        name: &str,
+        format: &str,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Source>;
+    async fn list_sources(&self) -> Result<Vec<Source>>;
+    async fn source_by_token(&self, token_hash: &str) -> Result<Option<Source>>;
+    /// Replaces the token of a source; false when no such source.
+    async fn rotate_source_token(&self, name: &str, token_hash: &str) -> Result<bool>;
+    async fn revoke_source(&self, name: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    async fn create_api_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ApiToken>;
+    async fn list_api_tokens(&self) -> Result<Vec<ApiToken>>;
+    async fn api_token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>>;
+    async fn revoke_api_token(&self, name: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Stores the batches' new events and rejects and updates their incidents, all in
+    /// one transaction: either everything is durable or nothing is written.
+    async fn record_events(
+        &self,
+        batches: &[WriteBatch],
+        engine: &Engine,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<BatchOutcome>>;
+
+    /// Lets time pass for open incidents: recovered after a quiet period, stale after
+    /// a day without events.
+    async fn sweep(&self, engine: &Engine, now: DateTime<Utc>) -> Result<SweepReport>;
+
+    async fn list_incidents(&self, filter: &IncidentFilter) -> Result<Vec<Incident>>;
+    async fn incident(&self, id: i64) -> Result<Option<Incident>>;
+    async fn open_incidents_by_phase(&self) -> Result<Vec<(String, i64)>>;
+
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>>;
+    async fn list_dead_letters(&self, after: Option<i64>, limit: i64) -> Result<Vec<DeadLetter>>;
+
+    /// Deletes raw events and dead letters received before `before`; incidents stay.
+    async fn prune(&self, before: DateTime<Utc>) -> Result<PruneReport>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the database named by `url` and brings its schema up to date.
+pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<DynStore> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url, opts).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(postgres::PgStore::connect(url, opts).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(redact_url(url)))
+    }
+}
+
+/// A database URL with its password masked, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    crate::time_format::from_millis(ms)
+}
+
+pub(crate) fn parse_state(id: i64, state: &str) -> Result<Incident> {
+    let mut inc: Incident = serde_json::from_str(state)
+        .map_err(|e| StoreError::Corrupt(format!("incident {id}: {e}")))?;
+    inc.id = id;
+    Ok(inc)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            super::redact_url("postgres://app:s3cret@db:5432/dw"),
+            "postgres://app:***@db:5432/dw"
+        );
+        assert_eq!(
+            super::redact_url("postgres://postgres@127.0.0.1/test"),
+            "postgres://postgres@127.0.0.1/test"
+        );
+    }
+}

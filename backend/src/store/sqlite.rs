@@ -1,0 +1,147 @@
+//! The embedded default: one SQLite file, WAL journal, `synchronous = FULL` so an
+//! acknowledged commit survives power loss, not just a crash of the process.
+
+use super::{Backend, ConnectOptions, Result, StoreError};
+use crate::event::NewEvent;
+use crate::incidents::Incident;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+pub struct SqliteStore {
+    pub(crate) pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|_| StoreError::UnsupportedUrl(url.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let path = options.get_filename();
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && path.to_str() != Some(":memory:")
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(opts.max_connections.max(2))
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn begin_write(&self) -> Result<SqliteTx> {
+        // IMMEDIATE takes the write lock up front: a deferred transaction that reads
+        // and then writes fails with SQLITE_BUSY instead of waiting when another
+        // process (the CLI) wrote in between.
+        Ok(SqliteTx {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        })
+    }
+}
+
+pub(crate) struct SqliteTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+const INSERT_EVENT: &str = "INSERT INTO events (source_id, dedupe_key, ext_id, type, ts, \
+    received_at, recipient, recipient_domain, sender, source_ip, helo, mx_host, mx_ip, \
+    destination, response, code, enhanced, stage, cause, action, classification, attempt, \
+    pool, message_id, incident_id, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+    $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26) \
+    ON CONFLICT (dedupe_key) DO NOTHING";
+
+fn json_list(items: &[&str]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+super::common::impl_write_tx!(SqliteTx, {
+    async fn lock_writer(&mut self) -> Result<()> {
+        // BEGIN IMMEDIATE already holds the database's single write lock.
+        Ok(())
+    }
+
+    async fn existing_keys(&mut self, keys: &[&str]) -> Result<HashSet<String>> {
+        // json_each keeps the statement text fixed whatever the batch size, so it is
+        // prepared once and cached.
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT dedupe_key FROM events WHERE dedupe_key IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json_list(keys))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows.into_iter().map(|(k,)| k).collect())
+    }
+
+    async fn latest_incidents(&mut self, destinations: &[&str]) -> Result<Vec<Incident>> {
+        let rows: Vec<super::rows::IncidentRow> = sqlx::query_as(
+            "SELECT id, state FROM incidents WHERE id IN (SELECT MAX(id) FROM incidents \
+             WHERE destination IN (SELECT value FROM json_each($1)) GROUP BY destination)",
+        )
+        .bind(json_list(destinations))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.into_iter().map(|r| r.into_incident()).collect()
+    }
+
+    async fn insert_events(&mut self, events: &[(&NewEvent, Option<i64>)]) -> Result<()> {
+        for (ev, incident_id) in events {
+            let classification = ev
+                .classification
+                .as_ref()
+                .and_then(|c| serde_json::to_string(c).ok());
+            sqlx::query(INSERT_EVENT)
+                .bind(ev.source_id)
+                .bind(&ev.dedupe_key)
+                .bind(&ev.ext_id)
+                .bind(ev.kind.as_str())
+                .bind(super::ms(ev.time))
+                .bind(super::ms(ev.received_at))
+                .bind(&ev.recipient)
+                .bind(&ev.recipient_domain)
+                .bind(&ev.sender)
+                .bind(&ev.source_ip)
+                .bind(&ev.helo)
+                .bind(&ev.mx_host)
+                .bind(&ev.mx_ip)
+                .bind(&ev.destination)
+                .bind(&ev.response)
+                .bind(ev.code.map(i32::from))
+                .bind(&ev.enhanced)
+                .bind(ev.stage.as_str())
+                .bind(ev.cause().map(|c| c.as_str()))
+                .bind(ev.classification.as_ref().map(|c| action_str(c.action)))
+                .bind(classification)
+                .bind(ev.attempt)
+                .bind(&ev.pool)
+                .bind(&ev.message_id)
+                .bind(*incident_id)
+                .bind(&ev.raw)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+});
+
+pub(crate) fn action_str(a: crate::smtp::Action) -> String {
+    serde_json::to_value(a)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+super::common::impl_store!(SqliteStore, Backend::Sqlite, {});

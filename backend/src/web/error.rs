@@ -1,0 +1,127 @@
+//! The one HTTP error type: every handler error becomes a JSON body naming the field
+//! and the reason, with the status a client can act on.
+
+use crate::ingest::IngestError;
+use crate::store::StoreError;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{reason}")]
+    Unauthorized { reason: String },
+    #[error("{field}: {reason}")]
+    BadRequest { field: String, reason: String },
+    #[error("{field}: {reason}")]
+    TooLarge { field: String, reason: String },
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Database down or overloaded: the client should retry later; nothing was written.
+    #[error("{reason}")]
+    Unavailable { reason: String, retry_after: u64 },
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn bad(field: &str, reason: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn unauthorized(reason: impl Into<String>) -> Self {
+        AppError::Unauthorized {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Seconds a client is told to wait after a 503; set once at start from configuration.
+static RETRY_AFTER: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+pub fn set_retry_after(secs: u64) {
+    let _ = RETRY_AFTER.set(secs);
+}
+
+fn retry_after() -> u64 {
+    *RETRY_AFTER.get().unwrap_or(&5)
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(reason) => AppError::Unavailable {
+                reason: format!("database unavailable: {reason}"),
+                retry_after: retry_after(),
+            },
+            StoreError::Conflict(what) => AppError::bad("name", format!("{what} already exists")),
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<IngestError> for AppError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Body(reason) => AppError::bad("body", reason),
+            e @ IngestError::TooManyEvents { .. } => AppError::TooLarge {
+                field: "body".into(),
+                reason: e.to_string(),
+            },
+            IngestError::Unavailable(reason) => AppError::Unavailable {
+                reason: format!("not stored, retry later: {reason}"),
+                retry_after: retry_after(),
+            },
+            IngestError::Store(reason) => AppError::Internal(reason),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            AppError::Unauthorized { reason } => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "unauthorized", "field": "token", "reason": reason}),
+            ),
+            AppError::BadRequest { field, reason } => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad_request", "field": field, "reason": reason}),
+            ),
+            AppError::TooLarge { field, reason } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "payload_too_large", "field": field, "reason": reason}),
+            ),
+            AppError::NotFound(what) => (
+                StatusCode::NOT_FOUND,
+                json!({"error": "not_found", "reason": format!("{what} not found")}),
+            ),
+            AppError::Unavailable { reason, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "unavailable", "reason": reason}),
+            ),
+            AppError::Internal(cause) => {
+                // The cause is logged once with an id; the client sees only the id.
+                let id = format!("{:016x}", rand::random::<u64>());
+                tracing::error!(error_id = %id, cause = %cause, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"error": "internal", "reason": "internal error", "error_id": id}),
+                )
+            }
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let AppError::Unavailable { retry_after, .. } = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
