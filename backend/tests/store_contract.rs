@@ -1,0 +1,747 @@
+//! One storage suite, run on SQLite and on PostgreSQL: both backends must behave the
+//! same. PostgreSQL comes from DEFERWATCH_TEST_PG_URL (default 127.0.0.1:5432) and is
+//! never skipped: without it these tests fail.
+
+mod support;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use deferwatch::event::{EventType, NewEvent};
+use deferwatch::incidents::{Engine, Phase, Status, Thresholds};
+use deferwatch::ingest::json::{Context, parse_event};
+use deferwatch::smtp::Classifier;
+use deferwatch::store::{
+    DynStore, EventFilter, EventOutcome, IncidentFilter, NewReject, StoreError, WriteBatch,
+};
+use support::{Backend, TestDb, event, ts};
+
+fn build(source_id: i64, v: &serde_json::Value, now: DateTime<Utc>) -> NewEvent {
+    let classifier = Classifier::builtin();
+    let ctx = Context {
+        source_id,
+        classifier: &classifier,
+        now,
+        max_future_skew: TimeDelta::hours(1),
+    };
+    parse_event(&v.to_string(), &ctx).expect("valid test event")
+}
+
+fn engine() -> Engine {
+    Engine::new(Thresholds::default())
+}
+
+async fn with_source(store: &DynStore) -> i64 {
+    store
+        .create_source("mta1", "json", "hash-of-token", ts("2026-11-20T00:00:00Z"))
+        .await
+        .unwrap()
+        .id
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() {
+                let db = super::TestDb::new(super::Backend::Sqlite).await;
+                super::$name(db.store().await).await;
+                db.drop_db().await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() {
+                let db = super::TestDb::new(super::Backend::Postgres).await;
+                super::$name(db.store().await).await;
+                db.drop_db().await;
+            })*
+        }
+    };
+}
+
+contract!(
+    sources_and_tokens,
+    events_are_stored_once_and_grouped,
+    batches_in_one_group_commit_share_dedupe,
+    a_failed_commit_writes_nothing,
+    incident_list_filters_and_orders,
+    event_list_filters_and_pages,
+    rejects_are_kept_with_their_payload,
+    sweep_recovers_and_stales_due_incidents_only,
+    retention_prunes_events_but_keeps_incidents,
+    reopening_across_commits,
+);
+
+async fn sources_and_tokens(store: DynStore) {
+    let now = ts("2026-11-20T00:00:00Z");
+    let s = store
+        .create_source("mta1", "json", "h1", now)
+        .await
+        .unwrap();
+    assert_eq!(s.name, "mta1");
+    assert!(matches!(
+        store.create_source("mta1", "json", "h2", now).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.source_by_token("h1").await.unwrap().unwrap().id, s.id);
+    assert!(store.source_by_token("nope").await.unwrap().is_none());
+    assert!(store.rotate_source_token("mta1", "h3").await.unwrap());
+    assert!(store.source_by_token("h1").await.unwrap().is_none());
+    assert!(store.source_by_token("h3").await.unwrap().is_some());
+    assert!(store.revoke_source("mta1", now).await.unwrap());
+    assert!(store.source_by_token("h3").await.unwrap().is_none());
+    assert!(!store.revoke_source("mta1", now).await.unwrap());
+
+    let t = store.create_api_token("reader", "a1", now).await.unwrap();
+    assert_eq!(
+        store.api_token_by_hash("a1").await.unwrap().unwrap().id,
+        t.id
+    );
+    assert!(store.revoke_api_token("reader", now).await.unwrap());
+    assert!(store.api_token_by_hash("a1").await.unwrap().is_none());
+    assert_eq!(store.list_api_tokens().await.unwrap().len(), 1);
+    assert_eq!(store.list_sources().await.unwrap().len(), 1);
+}
+
+async fn events_are_stored_once_and_grouped(store: DynStore) {
+    let src = with_source(&store).await;
+    let now = ts("2026-11-20T12:00:00Z");
+    let evs = vec![
+        build(
+            src,
+            &event(
+                "deferred",
+                "2026-11-20T10:00:00Z",
+                "198.51.100.25",
+                Some("a"),
+            ),
+            now,
+        ),
+        build(
+            src,
+            &event(
+                "deferred",
+                "2026-11-20T11:10:00Z",
+                "198.51.100.25",
+                Some("b"),
+            ),
+            now,
+        ),
+        build(
+            src,
+            &event(
+                "delivered",
+                "2026-11-20T11:20:00Z",
+                "198.51.100.26",
+                Some("c"),
+            ),
+            now,
+        ),
+        // The same id twice in one batch counts once.
+        build(
+            src,
+            &event(
+                "deferred",
+                "2026-11-20T11:10:00Z",
+                "198.51.100.25",
+                Some("b"),
+            ),
+            now,
+        ),
+    ];
+    let out = store
+        .record_events(
+            &[WriteBatch {
+                events: evs.clone(),
+                rejects: vec![],
+            }],
+            &engine(),
+            now,
+        )
+        .await
+        .unwrap();
+    let stored: Vec<_> = out[0]
+        .events
+        .iter()
+        .filter(|o| matches!(o, EventOutcome::Stored { .. }))
+        .collect();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(out[0].events[3], EventOutcome::Duplicate);
+    let EventOutcome::Stored {
+        incident_id: Some(id),
+    } = out[0].events[0]
+    else {
+        panic!("first deferral not attached: {:?}", out[0].events[0]);
+    };
+    // Resending everything changes nothing.
+    let again = store
+        .record_events(
+            &[WriteBatch {
+                events: evs,
+                rejects: vec![],
+            }],
+            &engine(),
+            now,
+        )
+        .await
+        .unwrap();
+    assert!(
+        again[0]
+            .events
+            .iter()
+            .all(|o| *o == EventOutcome::Duplicate)
+    );
+
+    let inc = store.incident(id).await.unwrap().unwrap();
+    assert_eq!(inc.destination, "google");
+    assert_eq!(inc.counts.deferred, 2);
+    assert_eq!(inc.counts.delivered, 1);
+    assert_eq!(inc.phase, Phase::Persistent);
+    assert_eq!(inc.first_seen, ts("2026-11-20T10:00:00Z"));
+    assert_eq!(inc.last_seen, ts("2026-11-20T11:20:00Z"));
+    let events = store
+        .list_events(&EventFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0].incident_id, Some(id));
+    assert_eq!(events[0].code, Some(421));
+    assert_eq!(events[0].raw["id"], "a");
+    assert_eq!(events[0].source, "mta1");
+    assert_eq!(
+        store.list_sources().await.unwrap()[0].last_event_at,
+        Some(now)
+    );
+}
+
+async fn batches_in_one_group_commit_share_dedupe(store: DynStore) {
+    let src = with_source(&store).await;
+    let now = ts("2026-11-20T12:00:00Z");
+    let a = build(
+        src,
+        &event("deferred", "2026-11-20T10:00:00Z", "198.51.100.25", None),
+        now,
+    );
+    let b = build(
+        src,
+        &event("deferred", "2026-11-20T10:05:00Z", "198.51.100.25", None),
+        now,
+    );
+    let batches = vec![
+        WriteBatch {
+            events: vec![a.clone(), b],
+            rejects: vec![],
+        },
+        WriteBatch {
+            events: vec![a],
+            rejects: vec![],
+        },
+    ];
+    let out = store.record_events(&batches, &engine(), now).await.unwrap();
+    assert!(matches!(out[0].events[0], EventOutcome::Stored { .. }));
+    assert!(matches!(out[0].events[1], EventOutcome::Stored { .. }));
+    assert_eq!(out[1].events, vec![EventOutcome::Duplicate]);
+    let list = store
+        .list_incidents(&IncidentFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].counts.deferred, 2);
+}
+
+async fn a_failed_commit_writes_nothing(store: DynStore) {
+    let src = with_source(&store).await;
+    let now = ts("2026-11-20T12:00:00Z");
+    let good = build(
+        src,
+        &event(
+            "deferred",
+            "2026-11-20T10:00:00Z",
+            "198.51.100.25",
+            Some("g"),
+        ),
+        now,
+    );
+    // An unknown source violates the foreign key only when the events are inserted,
+    // after the incident was written: the whole transaction must roll back.
+    let bad = build(
+        9999,
+        &event(
+            "deferred",
+            "2026-11-20T10:01:00Z",
+            "198.51.100.25",
+            Some("b"),
+        ),
+        now,
+    );
+    let err = store
+        .record_events(
+            &[WriteBatch {
+                events: vec![good, bad],
+                rejects: vec![],
+            }],
+            &engine(),
+            now,
+        )
+        .await;
+    assert!(err.is_err());
+    assert!(
+        store
+            .list_incidents(&IncidentFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_events(&EventFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn to_domain(v: serde_json::Value, domain: &str, mx: &str) -> serde_json::Value {
+    let mut v = v;
+    v["recipient"] = format!("x@{domain}").into();
+    v["mx_host"] = mx.into();
+    v["response"] = "421 4.3.2 Service not available".into();
+    v
+}
+
+async fn incident_list_filters_and_orders(store: DynStore) {
+    let src = with_source(&store).await;
+    let now = ts("2026-11-21T12:00:00Z");
+    let mut evs = Vec::new();
+    // d1: a 2-hour incident (persistent); d2: a 10-minute one (deferred); d3: recovered.
+    for (i, m) in [0, 60, 120].iter().enumerate() {
+        let t = ts("2026-11-21T08:00:00Z") + TimeDelta::minutes(*m);
+        evs.push(build(
+            src,
+            &to_domain(
+                event(
+                    "deferred",
+                    &deferwatch::time_format::fmt(t),
+                    "198.51.100.25",
+                    Some(&format!("d1-{i}")),
+                ),
+                "d1.example",
+                "mx.d1.example",
+            ),
+            now,
+        ));
+    }
+    evs.push(build(
+        src,
+        &to_domain(
+            event(
+                "deferred",
+                "2026-11-21T11:50:00Z",
+                "198.51.100.25",
+                Some("d2"),
+            ),
+            "d2.example",
+            "mx.d2.example",
+        ),
+        now,
+    ));
+    evs.push(build(
+        src,
+        &to_domain(
+            event(
+                "deferred",
+                "2026-11-21T01:00:00Z",
+                "198.51.100.25",
+                Some("d3a"),
+            ),
+            "d3.example",
+            "mx.d3.example",
+        ),
+        now,
+    ));
+    evs.push(build(
+        src,
+        &to_domain(
+            event(
+                "delivered",
+                "2026-11-21T01:10:00Z",
+                "198.51.100.25",
+                Some("d3b"),
+            ),
+            "d3.example",
+            "mx.d3.example",
+        ),
+        now,
+    ));
+    evs.push(build(
+        src,
+        &to_domain(
+            event(
+                "delivered",
+                "2026-11-21T04:00:00Z",
+                "198.51.100.25",
+                Some("d3c"),
+            ),
+            "d3.example",
+            "mx.d3.example",
+        ),
+        now,
+    ));
+    store
+        .record_events(
+            &[WriteBatch {
+                events: evs,
+                rejects: vec![],
+            }],
+            &engine(),
+            now,
+        )
+        .await
+        .unwrap();
+    let all = store
+        .list_incidents(&IncidentFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let order: Vec<(&str, Status)> = all
+        .iter()
+        .map(|i| (i.destination.as_str(), i.status))
+        .collect();
+    // Open first, most recently active first; closed after.
+    assert_eq!(
+        order,
+        vec![
+            ("d2.example", Status::Open),
+            ("d1.example", Status::Open),
+            ("d3.example", Status::Recovered)
+        ]
+    );
+    let persistent = store
+        .list_incidents(&IncidentFilter {
+            phase: Some(Phase::Persistent),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(persistent.len(), 1);
+    assert_eq!(persistent[0].destination, "d1.example");
+    let d3 = store
+        .list_incidents(&IncidentFilter {
+            destination: Some("d3.example".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(d3[0].status, Status::Recovered);
+    let page2 = store
+        .list_incidents(&IncidentFilter {
+            limit: 1,
+            offset: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page2[0].destination, "d1.example");
+    let mut by_phase = store.open_incidents_by_phase().await.unwrap();
+    by_phase.sort();
+    assert_eq!(
+        by_phase,
+        vec![("deferred".to_string(), 1), ("persistent".to_string(), 1)]
+    );
+}
+
+async fn event_list_filters_and_pages(store: DynStore) {
+    let src = with_source(&store).await;
+    let now = ts("2026-11-20T12:00:00Z");
+    let evs: Vec<NewEvent> = (0..25)
+        .map(|i| {
+            let kind = if i % 5 == 0 { "delivered" } else { "deferred" };
+            let t = ts("2026-11-20T10:00:00Z") + TimeDelta::minutes(i);
+            build(
+                src,
+                &event(
+                    kind,
+                    &deferwatch::time_format::fmt(t),
+                    "198.51.100.25",
+                    Some(&format!("e{i}")),
+                ),
+                now,
+            )
+        })
+        .collect();
+    store
+        .record_events(
+            &[WriteBatch {
+                events: evs,
+                rejects: vec![],
+            }],
+            &engine(),
+            now,
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_events(&EventFilter {
+                kind: Some(EventType::Deferred),
+                after,
+                limit: 7,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|e| e.id);
+        seen.extend(page.into_iter().map(|e| e.ext_id.unwrap()));
+    }
+    assert_eq!(seen.len(), 20);
+    assert!(seen.windows(2).all(|w| w[0] != w[1]));
+    let since = store
+        .list_events(&EventFilter {
+            since: Some(ts("2026-11-20T10:20:00Z")),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(since.len(), 5);
+    let none = store
+        .list_events(&EventFilter {
+            source: Some("other".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+async fn rejects_are_kept_with_their_payload(store: DynStore) {
+    let src = with_source(&store).await;
+    let now = ts("2026-11-20T12:00:00Z");
+    let reject = NewReject {
+        source_id: Some(src),
+        received_at: now,
+        index: Some(3),
+        field: Some("timestamp".into()),
+        reason: "not an RFC 3339 time".into(),
+        raw: r#"{"type":"deferred","timestamp":"yesterday"}"#.into(),
+    };
+    store
+        .record_events(
+            &[WriteBatch {
+                events: vec![],
+                rejects: vec![reject],
+            }],
+            &engine(),
+            now,
+        )
+        .await
+        .unwrap();
+    let list = store.list_dead_letters(None, 10).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].source.as_deref(), Some("mta1"));
+    assert_eq!(list[0].field.as_deref(), Some("timestamp"));
+    assert_eq!(list[0].index, Some(3));
+    assert!(list[0].raw.contains("yesterday"));
+    assert!(
+        store
+            .list_dead_letters(Some(list[0].id), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn sweep_recovers_and_stales_due_incidents_only(store: DynStore) {
+    let src = with_source(&store).await;
+    let now = ts("2026-11-20T12:00:00Z");
+    let mk = |kind, at: &str, domain: &str, id: &str| {
+        build(
+            src,
+            &to_domain(
+                event(kind, at, "198.51.100.25", Some(id)),
+                domain,
+                &format!("mx.{domain}"),
+            ),
+            now,
+        )
+    };
+    let evs = vec![
+        // r.example: deliveries resume at 11:00 → recovered at 13:00.
+        mk("deferred", "2026-11-20T10:00:00Z", "r.example", "r1"),
+        mk("delivered", "2026-11-20T11:00:00Z", "r.example", "r2"),
+        // s.example: nothing after 11:30 → stale at 2026-11-21T11:30.
+        mk("deferred", "2026-11-20T11:30:00Z", "s.example", "s1"),
+    ];
+    store
+        .record_events(
+            &[WriteBatch {
+                events: evs,
+                rejects: vec![],
+            }],
+            &engine(),
+            now,
+        )
+        .await
+        .unwrap();
+    let r = store
+        .sweep(&engine(), ts("2026-11-20T12:59:00Z"))
+        .await
+        .unwrap();
+    assert_eq!((r.examined, r.recovered, r.stale), (0, 0, 0));
+    let r = store
+        .sweep(&engine(), ts("2026-11-20T13:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!((r.examined, r.recovered, r.stale), (1, 1, 0));
+    let r = store
+        .sweep(&engine(), ts("2026-11-21T11:30:00Z"))
+        .await
+        .unwrap();
+    assert_eq!((r.examined, r.recovered, r.stale), (1, 0, 1));
+    let list = store
+        .list_incidents(&IncidentFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let r_inc = list.iter().find(|i| i.destination == "r.example").unwrap();
+    assert_eq!(r_inc.status, Status::Recovered);
+    assert_eq!(r_inc.closed_at, Some(ts("2026-11-20T13:00:00Z")));
+    let s_inc = list.iter().find(|i| i.destination == "s.example").unwrap();
+    assert_eq!(s_inc.status, Status::Stale);
+    assert_eq!(s_inc.phase_history.last().unwrap().to, Phase::Stale);
+    assert!(store.open_incidents_by_phase().await.unwrap().is_empty());
+}
+
+async fn retention_prunes_events_but_keeps_incidents(store: DynStore) {
+    let src = with_source(&store).await;
+    let old = ts("2026-10-01T00:00:00Z");
+    let new = ts("2026-11-20T00:00:00Z");
+    let e_old = build(
+        src,
+        &event(
+            "deferred",
+            "2026-09-30T23:00:00Z",
+            "198.51.100.25",
+            Some("old"),
+        ),
+        old,
+    );
+    let e_new = build(
+        src,
+        &event(
+            "deferred",
+            "2026-11-19T23:00:00Z",
+            "198.51.100.25",
+            Some("new"),
+        ),
+        new,
+    );
+    store
+        .record_events(
+            &[WriteBatch {
+                events: vec![e_old],
+                rejects: vec![],
+            }],
+            &engine(),
+            old,
+        )
+        .await
+        .unwrap();
+    store
+        .record_events(
+            &[WriteBatch {
+                events: vec![e_new],
+                rejects: vec![],
+            }],
+            &engine(),
+            new,
+        )
+        .await
+        .unwrap();
+    let r = store.prune(new - TimeDelta::days(30)).await.unwrap();
+    assert_eq!(r.events, 1);
+    let left = store
+        .list_events(&EventFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].ext_id.as_deref(), Some("new"));
+    assert_eq!(
+        store
+            .list_incidents(&IncidentFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+async fn reopening_across_commits(store: DynStore) {
+    let src = with_source(&store).await;
+    let now = ts("2026-11-21T00:00:00Z");
+    let one = |kind, at: &str, id: &str| WriteBatch {
+        events: vec![build(src, &event(kind, at, "198.51.100.25", Some(id)), now)],
+        rejects: vec![],
+    };
+    let e = engine();
+    for b in [
+        one("deferred", "2026-11-20T10:00:00Z", "1"),
+        one("delivered", "2026-11-20T10:30:00Z", "2"),
+    ] {
+        store.record_events(&[b], &e, now).await.unwrap();
+    }
+    store.sweep(&e, ts("2026-11-20T12:30:00Z")).await.unwrap();
+    // Within the reopen window: the same incident, reopened.
+    let out = store
+        .record_events(&[one("deferred", "2026-11-20T15:00:00Z", "3")], &e, now)
+        .await
+        .unwrap();
+    let EventOutcome::Stored {
+        incident_id: Some(id),
+    } = out[0].events[0]
+    else {
+        panic!()
+    };
+    let inc = store.incident(id).await.unwrap().unwrap();
+    assert_eq!(inc.status, Status::Open);
+    assert_eq!(inc.reopens.len(), 1);
+    assert_eq!(inc.reopens[0].recovered_at, ts("2026-11-20T12:30:00Z"));
+    assert_eq!(
+        store
+            .list_incidents(&IncidentFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
