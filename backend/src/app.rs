@@ -52,7 +52,6 @@ impl AppState {
             clock.clone(),
             config.group_commit_max_events,
         );
-        crate::web::error::set_retry_after(config.retry_after_secs);
         AppState(Arc::new(Inner {
             tokens: TokenCache::new(config.token_cache_ttl),
             ingest_slots: Arc::new(Semaphore::new(config.max_ingest_concurrency)),
@@ -75,8 +74,25 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             crate::web::error::AppError::Internal("handler panicked".into()).into_response()
         }))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            retry_after,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every 503 tells the client when to try again, whatever produced it.
+async fn retry_after(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut resp: axum::response::Response,
+) -> axum::response::Response {
+    if resp.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .entry(axum::http::header::RETRY_AFTER)
+            .or_insert(axum::http::HeaderValue::from(state.config.retry_after_secs));
+    }
+    resp
 }
 
 use axum::response::IntoResponse;

@@ -130,7 +130,6 @@ async fn run(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "commit failed");
                 for reply in replies {
                     let _ = reply.send(Err(to_ingest(&e)));
                 }

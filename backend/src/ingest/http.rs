@@ -68,7 +68,6 @@ async fn ingest_events(
         .try_acquire_owned()
         .map_err(|_| AppError::Unavailable {
             reason: "too many ingest requests in flight".into(),
-            retry_after: state.config.retry_after_secs,
         })?;
     let now = state.clock.now();
     let ndjson = headers

@@ -127,7 +127,7 @@ pub fn parse_event(raw: &str, ctx: &Context<'_>) -> Result<NewEvent, Rejection> 
     let input: EventInput<'_> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path.is_empty() || path == "." {
+        if inner.is_syntax() || inner.is_eof() || path.is_empty() || path == "." || path == "?" {
             Rejection {
                 field: None,
                 reason: if inner.is_syntax() || inner.is_eof() {

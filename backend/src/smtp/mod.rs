@@ -151,6 +151,9 @@ pub fn parse_reply(input: &str) -> Reply {
             && (200..600).contains(&c)
         {
             code = Some(c);
+            if let Some(e) = w.get(4..).and_then(|e| e.parse().ok()) {
+                enhanced = Some(e);
+            }
             let rest: Vec<&str> = input.split_whitespace().skip(i + 1).collect();
             if let Some(e) = rest.first().and_then(|e| e.parse().ok()) {
                 enhanced = Some(e);

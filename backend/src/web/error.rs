@@ -18,8 +18,9 @@ pub enum AppError {
     #[error("{0} not found")]
     NotFound(String),
     /// Database down or overloaded: the client should retry later; nothing was written.
+    /// `Retry-After` is added to every 503 by the router (`app::retry_after`).
     #[error("{reason}")]
-    Unavailable { reason: String, retry_after: u64 },
+    Unavailable { reason: String },
     #[error("internal error")]
     Internal(String),
 }
@@ -39,23 +40,11 @@ impl AppError {
     }
 }
 
-/// Seconds a client is told to wait after a 503; set once at start from configuration.
-static RETRY_AFTER: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-
-pub fn set_retry_after(secs: u64) {
-    let _ = RETRY_AFTER.set(secs);
-}
-
-fn retry_after() -> u64 {
-    *RETRY_AFTER.get().unwrap_or(&5)
-}
-
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(reason) => AppError::Unavailable {
                 reason: format!("database unavailable: {reason}"),
-                retry_after: retry_after(),
             },
             StoreError::Conflict(what) => AppError::bad("name", format!("{what} already exists")),
             other => AppError::Internal(other.to_string()),
@@ -73,7 +62,6 @@ impl From<IngestError> for AppError {
             },
             IngestError::Unavailable(reason) => AppError::Unavailable {
                 reason: format!("not stored, retry later: {reason}"),
-                retry_after: retry_after(),
             },
             IngestError::Store(reason) => AppError::Internal(reason),
         }
@@ -114,10 +102,6 @@ impl IntoResponse for AppError {
             }
         };
         let mut resp = (status, axum::Json(body)).into_response();
-        if let AppError::Unavailable { retry_after, .. } = self {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
