@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the HTTP server (ingest, read API, metrics).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create or upgrade the database schema, then exit.
     Migrate,
     /// Manage event sources and their ingest tokens.
@@ -46,7 +46,7 @@ pub enum Command {
     /// Delete raw events older than the retention, then exit.
     Prune,
     /// Drive a real server with load and print events/s and latency percentiles.
-    Bench(crate::bench::BenchArgs),
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 #[derive(Subcommand, Debug)]

@@ -66,12 +66,9 @@ impl Metrics {
             "Open incidents by phase",
             open_incidents.clone(),
         );
-        let ingest_latency = Histogram::new(
-            [
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]
-            .into_iter(),
-        );
+        let ingest_latency = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
         registry.register(
             "ingest_latency_seconds",
             "Time from receiving an ingest request to answering it (after commit)",

@@ -184,7 +184,8 @@ fn time_passing_recovers_stales_and_nothing_before_its_instant() {
             .chain([ev(Delivered, 70, B)])
             .collect(),
     );
-    let cases: Vec<(&str, &Vec<NewEvent>, i64, Status, Option<i64>)> = vec![
+    type Case<'a> = (&'a str, &'a Vec<NewEvent>, i64, Status, Option<i64>);
+    let cases: Vec<Case> = vec![
         (
             "quiet period not over",
             &deferrals_then_delivery,

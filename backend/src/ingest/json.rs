@@ -17,11 +17,11 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 const MAX_FIELD_BYTES: usize = 1024;
 
 /// Splits a request body into items, each with its raw text.
-pub fn split_body<'a>(
-    body: &'a str,
+pub fn split_body(
+    body: &str,
     ndjson_hint: bool,
     max_items: usize,
-) -> Result<Vec<&'a str>, IngestError> {
+) -> Result<Vec<&str>, IngestError> {
     let trimmed = body.trim_start();
     if trimmed.is_empty() {
         return Err(IngestError::Body("the request body is empty".into()));

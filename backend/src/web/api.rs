@@ -123,7 +123,7 @@ impl IncidentView {
             });
         let detail = with_detail.then(|| {
             let mut replies = inc.replies.clone();
-            replies.sort_by(|a, b| b.count.cmp(&a.count));
+            replies.sort_by_key(|r| std::cmp::Reverse(r.count));
             IncidentDetail {
                 mx_hosts: inc
                     .mx_hosts
