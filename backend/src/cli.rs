@@ -3,7 +3,6 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, FileConfig, WindowsConfig};
-use crate::smtp::Classifier;
 use crate::store::{self, ConnectOptions, DynStore};
 use crate::web::auth::{API_TOKEN_PREFIX, SOURCE_TOKEN_PREFIX, hash_token, new_token};
 use clap::{Args, Parser, Subcommand};
@@ -25,6 +24,10 @@ pub struct Cli {
     /// sqlite://PATH (default sqlite://./data/deferwatch.db) or postgres://USER@HOST/DB.
     #[arg(long, global = true, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Your own classification rules (TOML, same shape as the built-in rules); they are
+    /// tried before the built-in ones.
+    #[arg(long, global = true, env = "DEFERWATCH_RULES_FILE")]
+    pub rules_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -45,6 +48,22 @@ pub enum Command {
     Sweep,
     /// Delete raw events older than the retention, then exit.
     Prune,
+    /// Classify SMTP replies: TEXT, or one reply per line on standard input.
+    Classify {
+        /// One JSON object per reply instead of a line of text.
+        #[arg(long)]
+        json: bool,
+        /// The MX host that answered, to name the provider.
+        #[arg(long)]
+        mx_host: Option<String>,
+        text: Option<String>,
+    },
+    /// Classify every stored event again with the current rules and update incidents.
+    Reclassify {
+        /// Events per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: i64,
+    },
     /// Drive a real server with load and print events/s and latency percentiles.
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -154,6 +173,7 @@ impl ServeArgs {
             retention: self.retention,
             prune_interval: self.prune_interval,
             token_cache_ttl: self.token_cache_ttl,
+            rules_file: None,
             windows: WindowsConfig {
                 normal_retry: w.window_normal_retry,
                 persistent: w.window_persistent,
@@ -189,13 +209,14 @@ fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> Result<Config, CliError>
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    let over = match serve {
+    let mut over = match serve {
         Some(s) => s.as_file_config(cli.database_url.clone()),
         None => FileConfig {
             database_url: cli.database_url.clone(),
             ..FileConfig::default()
         },
     };
+    over.rules_file = cli.rules_file.clone();
     Ok(file.overlay(over).resolve()?)
 }
 
@@ -226,7 +247,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 database = %store::redact_url(&cfg.database_url),
                 "deferwatch serving"
             );
-            let state = crate::app::AppState::new(cfg, store, clock, Classifier::builtin());
+            let classifier = cfg.classifier()?;
+            tracing::info!(
+                rules = classifier.rule_count(),
+                "classification rules loaded"
+            );
+            let state = crate::app::AppState::new(cfg, store, clock, classifier);
             crate::app::serve(state, listener, shutdown_signal()).await?;
             Ok(())
         }
@@ -337,6 +363,61 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Classify {
+            json,
+            mx_host,
+            text,
+        } => {
+            let cfg = load_config(&cli, None)?;
+            let classifier = cfg.classifier()?;
+            let print = |line: &str| {
+                let c = classifier.classify_text(line, mx_host.as_deref());
+                if *json {
+                    let mut v = serde_json::to_value(&c).unwrap_or_default();
+                    v["input"] = line.into();
+                    println!("{v}");
+                } else {
+                    println!("{}", describe(&c));
+                }
+            };
+            match text {
+                Some(t) => print(t),
+                None => {
+                    use std::io::BufRead;
+                    for line in std::io::stdin().lock().lines() {
+                        let line = line?;
+                        if !line.trim().is_empty() {
+                            print(&line);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Reclassify { batch } => {
+            let cfg = load_config(&cli, None)?;
+            let classifier = cfg.classifier()?;
+            let store = open_store(&cfg).await?;
+            let engine = crate::incidents::Engine::new(cfg.thresholds.clone());
+            let (mut after, mut total) = (0, crate::store::ReclassifyPage::default());
+            loop {
+                let page = store
+                    .reclassify_page(after, (*batch).max(1), &classifier, &engine, clock.now())
+                    .await?;
+                total.examined += page.examined;
+                total.changed += page.changed;
+                total.cause_changed += page.cause_changed;
+                match page.last_id {
+                    Some(id) => after = id,
+                    None => break,
+                }
+            }
+            println!(
+                "examined {} events: {} classifications updated, {} changed cause",
+                total.examined, total.changed, total.cause_changed
+            );
+            Ok(())
+        }
         Command::Sweep => {
             let cfg = load_config(&cli, None)?;
             let store = open_store(&cfg).await?;
@@ -367,6 +448,33 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .map_err(CliError::Bench)
         }
     }
+}
+
+/// One line for a person: the verdict first, then where it came from.
+fn describe(c: &crate::smtp::Classification) -> String {
+    let mut s = format!("{} -> {}", c.cause.as_str(), c.action.as_str());
+    if let Some(code) = c.code {
+        s.push_str(&format!("  code {code}"));
+    }
+    if let Some(e) = c.enhanced {
+        s.push_str(&format!(" {e}"));
+    }
+    s.push_str(&format!(
+        "  stage {}  origin {}",
+        c.stage.as_str(),
+        c.origin.as_str()
+    ));
+    if let Some(p) = &c.provider {
+        s.push_str(&format!("  provider {p}"));
+    }
+    if let Some(r) = &c.reference {
+        s.push_str(&format!("  ref {r}"));
+    }
+    if let Some(h) = c.retry_hint_seconds {
+        s.push_str(&format!("  retry in {h}s"));
+    }
+    s.push_str(&format!("\n  {}", c.explanation));
+    s
 }
 
 fn validate_name(name: &str) -> Result<(), CliError> {

@@ -51,6 +51,8 @@ pub struct Config {
     pub prune_interval: Duration,
     /// How long a verified token stays cached; revocation takes this long at most.
     pub token_cache_ttl: Duration,
+    /// The operator's own classification rules, tried before the built-in ones.
+    pub rules_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             retention: Duration::from_secs(30 * 86_400),
             prune_interval: Duration::from_secs(3600),
             token_cache_ttl: Duration::from_secs(10),
+            rules_file: None,
         }
     }
 }
@@ -100,6 +103,7 @@ pub struct FileConfig {
     pub prune_interval: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub token_cache_ttl: Option<Duration>,
+    pub rules_file: Option<PathBuf>,
     #[serde(default)]
     pub windows: WindowsConfig,
 }
@@ -171,6 +175,24 @@ impl WindowsConfig {
     }
 }
 
+impl Config {
+    /// The built-in rules, plus the user's rules file when one is configured. A broken
+    /// file is an error naming the file and line, never silently ignored.
+    pub fn classifier(&self) -> Result<crate::smtp::Classifier, ConfigError> {
+        match &self.rules_file {
+            None => Ok(crate::smtp::Classifier::builtin()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                crate::smtp::Classifier::with_user_rules(&text, &path.display().to_string())
+                    .map_err(|e| ConfigError::Invalid(format!("rules file: {e}")))
+            }
+        }
+    }
+}
+
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -202,6 +224,7 @@ impl FileConfig {
             retention: over.retention.or(self.retention),
             prune_interval: over.prune_interval.or(self.prune_interval),
             token_cache_ttl: over.token_cache_ttl.or(self.token_cache_ttl),
+            rules_file: over.rules_file.or(self.rules_file),
             windows: self.windows.overlay(&over.windows),
         }
     }
@@ -253,6 +276,7 @@ impl FileConfig {
             retention: self.retention.unwrap_or(d.retention),
             prune_interval: self.prune_interval.unwrap_or(d.prune_interval),
             token_cache_ttl: self.token_cache_ttl.unwrap_or(d.token_cache_ttl),
+            rules_file: self.rules_file,
         };
         if cfg.sweep_interval.is_zero() || cfg.prune_interval.is_zero() {
             return Err(ConfigError::Invalid(

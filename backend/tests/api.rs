@@ -25,6 +25,7 @@ on_both!(
     concurrent_single_event_requests_are_all_committed,
     the_sweep_recovers_an_incident_without_a_new_event,
     metrics_and_health,
+    classify_endpoint_takes_one_or_many,
 );
 
 async fn ingest_accepts_object_array_and_ndjson(b: Backend) {
@@ -644,5 +645,53 @@ async fn postgres_down_answers_503_and_writes_nothing_half() {
         .await
         .unwrap();
     assert_eq!(list[0].counts.deferred, 3);
+    app.db.drop_db().await;
+}
+
+async fn classify_endpoint_takes_one_or_many(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let post = |body: serde_json::Value| {
+        app.client
+            .post(format!("{}/api/v1/classify", app.base))
+            .bearer_auth(&app.api_token)
+            .json(&body)
+            .send()
+    };
+    let yahoo = "421 4.7.0 [TSS04] Messages from 198.51.100.25 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes";
+    let r: serde_json::Value = post(json!(yahoo)).await.unwrap().json().await.unwrap();
+    assert_eq!(r["cause"], "reputation");
+    assert_eq!(r["reference"], "TSS04");
+    assert_eq!(r["provider"], "Yahoo");
+    assert_eq!(r["origin"], "remote");
+    let r: serde_json::Value = post(json!([
+        {"text": "450 4.2.0 Greylisted, see http://postgrey.schweikert.ch/help/example.com.html", "mx_host": "mx.example.com"},
+        "connect to mx.example.net[203.0.113.9]:25: Connection timed out",
+        "550 5.7.1 Service unavailable; try again later"
+    ]))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let causes: Vec<&str> = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cause"].as_str().unwrap())
+        .collect();
+    assert_eq!(causes, ["greylisting", "network", "permanent"]);
+    assert_eq!(r[1]["origin"], "local");
+    let resp = post(json!({"nope": 1})).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let j: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(j["field"], "body");
+    let resp = app
+        .client
+        .post(format!("{}/api/v1/classify", app.base))
+        .json(&json!("421 x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
     app.db.drop_db().await;
 }

@@ -109,3 +109,30 @@ fn configuration_mistakes_are_clear_messages() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
 }
+
+#[test]
+fn classify_command_and_a_broken_rules_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["classify", "--json", "421 4.7.0 [TSS04] Messages from 198.51.100.25 temporarily deferred due to unexpected volume or user complaints"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cause"], "reputation");
+    assert_eq!(v["reference"], "TSS04");
+
+    std::fs::write(
+        dir.path().join("rules.toml"),
+        "[[rule]]\nid = \"x\"\npattern = '('\ncause = \"rate_limit\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["--rules-file", "rules.toml", "classify", "421 hello"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rules.toml:"), "names file and line: {err}");
+}

@@ -14,11 +14,12 @@ use deferwatch::store::{
 };
 use support::{Backend, TestDb, event, ts};
 
+static CLASSIFIER: std::sync::LazyLock<Classifier> = std::sync::LazyLock::new(Classifier::builtin);
+
 fn build(source_id: i64, v: &serde_json::Value, now: DateTime<Utc>) -> NewEvent {
-    let classifier = Classifier::builtin();
     let ctx = Context {
         source_id,
-        classifier: &classifier,
+        classifier: &CLASSIFIER,
         now,
         max_future_skew: TimeDelta::hours(1),
     };
@@ -67,6 +68,7 @@ contract!(
     sweep_recovers_and_stales_due_incidents_only,
     retention_prunes_events_but_keeps_incidents,
     reopening_across_commits,
+    reclassify_moves_causes_with_new_rules,
 );
 
 async fn sources_and_tokens(store: DynStore) {
@@ -744,4 +746,97 @@ async fn reopening_across_commits(store: DynStore) {
             .len(),
         1
     );
+}
+
+async fn reclassify_moves_causes_with_new_rules(store: DynStore) {
+    let src = with_source(&store).await;
+    let now = ts("2026-11-20T12:00:00Z");
+    let mut e1 = event(
+        "deferred",
+        "2026-11-20T10:00:00Z",
+        "198.51.100.25",
+        Some("1"),
+    );
+    e1["response"] = "451 4.3.0 Acme filter says: slow down please".into();
+    let e2 = event(
+        "deferred",
+        "2026-11-20T10:05:00Z",
+        "198.51.100.25",
+        Some("2"),
+    );
+    let out = store
+        .record_events(
+            &[WriteBatch {
+                events: vec![build(src, &e1, now), build(src, &e2, now)],
+                rejects: vec![],
+            }],
+            &engine(),
+            now,
+        )
+        .await
+        .unwrap();
+    let EventOutcome::Stored {
+        incident_id: Some(id),
+    } = out[0].events[0]
+    else {
+        panic!()
+    };
+    let before = store.incident(id).await.unwrap().unwrap();
+    let acme_before = before
+        .replies
+        .iter()
+        .find(|r| r.text.contains("Acme"))
+        .unwrap()
+        .cause
+        .clone();
+    assert_ne!(acme_before.as_deref(), Some("rate_limit"));
+
+    let rules = r#"
+[[rule]]
+id = "acme.slow_down"
+pattern = 'Acme filter says: slow down'
+cause = "rate_limit"
+explanation = "Acme asks for a lower rate."
+source = "test"
+example = "451 4.3.0 Acme filter says: slow down please"
+"#;
+    let classifier = Classifier::with_user_rules(rules, "acme.toml").unwrap();
+    let page = store
+        .reclassify_page(0, 1000, &classifier, &engine(), now)
+        .await
+        .unwrap();
+    assert_eq!(page.examined, 2);
+    assert_eq!(page.cause_changed, 1);
+    assert_eq!(page.changed, 1, "the Gmail reply keeps its classification");
+    let after = store.incident(id).await.unwrap().unwrap();
+    assert_eq!(after.causes.get("rate_limit"), Some(&2));
+    let acme = after
+        .replies
+        .iter()
+        .find(|r| r.text.contains("Acme"))
+        .unwrap();
+    assert_eq!(acme.cause.as_deref(), Some("rate_limit"));
+    let evs = store
+        .list_events(&EventFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(evs[0].cause.map(|c| c.as_str()), Some("rate_limit"));
+    assert_eq!(
+        evs[0].classification.as_ref().unwrap()["rule"],
+        "acme.slow_down"
+    );
+    // Nothing left after the last page; a second run changes nothing.
+    let end = store
+        .reclassify_page(page.last_id.unwrap(), 1000, &classifier, &engine(), now)
+        .await
+        .unwrap();
+    assert_eq!(end.last_id, None);
+    let again = store
+        .reclassify_page(0, 1000, &classifier, &engine(), now)
+        .await
+        .unwrap();
+    assert_eq!(again.changed, 0);
 }

@@ -196,6 +196,7 @@ impl Engine {
             mx_hosts: BTreeMap::new(),
             recipient_domains: Tally::default(),
             causes: BTreeMap::new(),
+            origins: BTreeMap::new(),
             stages: BTreeMap::new(),
             replies: Vec::new(),
             replies_other: 0,
@@ -259,6 +260,11 @@ impl Engine {
                     .add(&ev.recipient_domain, MAX_RECIPIENT_DOMAINS);
                 let cause = ev.cause().map(|c| c.as_str()).unwrap_or("unclassified");
                 *inc.causes.entry(cause.to_string()).or_default() += 1;
+                if let Some(c) = &ev.classification {
+                    *inc.origins
+                        .entry(c.origin.as_str().to_string())
+                        .or_default() += 1;
+                }
                 *inc.stages.entry(ev.stage.as_str().to_string()).or_default() += 1;
                 record_reply(inc, ev);
                 bucket(&mut inc.hourly, hour).d += 1;

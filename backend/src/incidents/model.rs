@@ -166,6 +166,10 @@ pub struct Incident {
     pub mx_hosts: BTreeMap<String, Counts>,
     pub recipient_domains: Tally,
     pub causes: BTreeMap<String, u64>,
+    /// `remote` (the receiver said it) or `local` (the sending MTA made it up, e.g. a
+    /// connect timeout): local deferrals never make the receiver look guilty.
+    #[serde(default)]
+    pub origins: BTreeMap<String, u64>,
     pub stages: BTreeMap<String, u64>,
     pub replies: Vec<ReplySample>,
     #[serde(default)]
@@ -208,6 +212,20 @@ impl Incident {
         let mut v: Vec<_> = self.causes.iter().map(|(k, n)| (k.clone(), *n)).collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v
+    }
+
+    /// A reclassified deferral moves from one cause to another in the breakdowns.
+    pub fn reassign_cause(&mut self, old: &str, new: &str, reply_key: &str) {
+        if let Some(n) = self.causes.get_mut(old) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.causes.remove(old);
+            }
+        }
+        *self.causes.entry(new.to_string()).or_default() += 1;
+        for r in self.replies.iter_mut().filter(|r| r.key == reply_key) {
+            r.cause = Some(new.to_string());
+        }
     }
 
     pub fn dominant_stage(&self) -> Option<&str> {

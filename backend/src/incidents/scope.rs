@@ -127,6 +127,12 @@ pub fn scope(inc: &Incident) -> Scope {
     } else if affected_mx.len() > 1 && delivering_mx.is_empty() {
         parts.push(format!("all {} MX hosts", affected_mx.len()));
     }
+    let local = inc.origins.get("local").copied().unwrap_or(0);
+    if local > 0 && local == inc.counts.deferred {
+        parts.push("all reported by the sending MTA itself (no reply from the receiver)".into());
+    } else if local > 0 {
+        parts.push(format!("{local} reported by the sending MTA itself"));
+    }
     match stage {
         StageScope::Connection => parts.push("at connection (before MAIL FROM)".into()),
         StageScope::Transaction => {

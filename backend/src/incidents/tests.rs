@@ -8,6 +8,9 @@ use crate::event::{EventType, NewEvent};
 use crate::smtp::{Classifier, Stage};
 use chrono::{DateTime, TimeDelta, Utc};
 
+/// Building the rules takes a while in a debug build; once is enough.
+static CLASSIFIER: std::sync::LazyLock<Classifier> = std::sync::LazyLock::new(Classifier::builtin);
+
 const T0: &str = "2026-11-20T08:00:00Z";
 const A: &str = "198.51.100.25";
 const B: &str = "198.51.100.26";
@@ -31,9 +34,8 @@ fn ev_to(kind: EventType, minutes: i64, ip: &str, domain: &str) -> NewEvent {
         EventType::Delivered => "250 2.0.0 OK",
         EventType::Bounced => "550 5.1.1 no such user",
     };
-    let classifier = Classifier::builtin();
     let classification =
-        (kind != EventType::Delivered).then(|| classifier.classify_text(response, None));
+        (kind != EventType::Delivered).then(|| CLASSIFIER.classify_text(response, None));
     NewEvent {
         source_id: 1,
         ext_id: None,

@@ -324,27 +324,16 @@ fn normalize(i: EventInput<'_>, raw: &str, ctx: &Context<'_>) -> Result<NewEvent
             .and_then(|a| a.parse::<IpAddr>().ok())
             .map(|a| a.to_string());
     }
-    let classification = match (kind, reply) {
-        (EventType::Delivered, _) => None,
-        (_, Some(mut reply)) => {
-            // Fields the source states explicitly win over what the text suggests.
-            reply.code = code;
-            reply.enhanced = enhanced;
-            reply.stage = stage;
-            Some(ctx.classifier.classify(&reply, mx_host.as_deref()))
-        }
-        (_, None) => {
-            let reply = crate::smtp::Reply {
-                code,
-                enhanced,
-                text: String::new(),
-                stage,
-                remote_host: None,
-                remote_ip: None,
-            };
-            Some(ctx.classifier.classify(&reply, mx_host.as_deref()))
-        }
-    };
+    let classification = (kind != EventType::Delivered).then(|| {
+        classify_parsed(
+            ctx.classifier,
+            reply,
+            code,
+            enhanced,
+            stage,
+            mx_host.as_deref(),
+        )
+    });
     let destination = destination(mx_host.as_deref(), &recipient_domain);
     let ext_id = match &i.id {
         Some(IdValue::Str(s)) if s.len() > 256 => {
@@ -387,6 +376,49 @@ fn normalize(i: EventInput<'_>, raw: &str, ctx: &Context<'_>) -> Result<NewEvent
         message_id: text(&i.message_id, "message_id", MAX_FIELD_BYTES)?.map(str::to_string),
         raw: raw.to_string(),
     })
+}
+
+/// Classifies a reply whose code, enhanced code and stage may have been stated
+/// explicitly by the source; those win over what the text suggests.
+pub fn classify_parsed(
+    classifier: &Classifier,
+    reply: Option<crate::smtp::Reply>,
+    code: Option<u16>,
+    enhanced: Option<EnhancedCode>,
+    stage: Stage,
+    mx_host: Option<&str>,
+) -> crate::smtp::Classification {
+    let mut reply = reply.unwrap_or(crate::smtp::Reply {
+        code,
+        enhanced,
+        text: String::new(),
+        stage,
+        remote_host: None,
+        remote_ip: None,
+    });
+    reply.code = code;
+    reply.enhanced = enhanced;
+    reply.stage = stage;
+    classifier.classify(&reply, mx_host)
+}
+
+/// Classifies a stored event again, from what the store kept of it.
+pub fn reclassify_stored(
+    classifier: &Classifier,
+    response: Option<&str>,
+    code: Option<u16>,
+    enhanced: Option<&str>,
+    stage: Stage,
+    mx_host: Option<&str>,
+) -> crate::smtp::Classification {
+    classify_parsed(
+        classifier,
+        response.map(parse_reply),
+        code,
+        enhanced.and_then(|e| e.parse().ok()),
+        stage,
+        mx_host,
+    )
 }
 
 /// Unique per source: the sender's own id when it gave one; otherwise the content, so

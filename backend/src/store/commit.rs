@@ -22,7 +22,110 @@ pub(crate) trait WriteTx: Send {
     async fn insert_rejects(&mut self, rejects: &[&NewReject]) -> Result<()>;
     async fn touch_sources(&mut self, source_ids: &[i64], now_ms: i64) -> Result<()>;
     async fn due_incidents(&mut self, now_ms: i64) -> Result<Vec<Incident>>;
+    async fn incident_for_update(&mut self, id: i64) -> Result<Option<Incident>>;
+    async fn classification_page(&mut self, after: i64, limit: i64) -> Result<Vec<ClassRow>>;
+    async fn set_classification(
+        &mut self,
+        id: i64,
+        cause: &str,
+        action: &str,
+        json: &str,
+    ) -> Result<()>;
     async fn commit(self) -> Result<()>;
+}
+
+/// What reclassification needs of a stored event.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ClassRow {
+    pub id: i64,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub incident_id: Option<i64>,
+    pub response: Option<String>,
+    pub code: Option<i32>,
+    pub enhanced: Option<String>,
+    pub stage: String,
+    pub mx_host: Option<String>,
+    pub cause: Option<String>,
+    pub classification: Option<String>,
+}
+
+/// One page of `deferwatch reclassify`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReclassifyPage {
+    /// The last event id examined; None when there was nothing left.
+    pub last_id: Option<i64>,
+    pub examined: usize,
+    pub changed: usize,
+    pub cause_changed: usize,
+}
+
+pub(crate) async fn reclassify_page<T: WriteTx>(
+    mut tx: T,
+    after: i64,
+    limit: i64,
+    classifier: &crate::smtp::Classifier,
+    engine: &Engine,
+    now: DateTime<Utc>,
+) -> Result<ReclassifyPage> {
+    use crate::ingest::json::reclassify_stored;
+    tx.lock_writer().await?;
+    let rows = tx.classification_page(after, limit).await?;
+    let mut page = ReclassifyPage {
+        last_id: rows.last().map(|r| r.id),
+        examined: rows.len(),
+        ..ReclassifyPage::default()
+    };
+    let mut moves: HashMap<i64, Vec<(String, String, String)>> = HashMap::new();
+    for row in &rows {
+        if row.kind == "delivered" {
+            continue;
+        }
+        let code = row.code.and_then(|c| u16::try_from(c).ok());
+        let stage = row.stage.parse().unwrap_or(crate::smtp::Stage::Unknown);
+        let c = reclassify_stored(
+            classifier,
+            row.response.as_deref(),
+            code,
+            row.enhanced.as_deref(),
+            stage,
+            row.mx_host.as_deref(),
+        );
+        let json = serde_json::to_string(&c)
+            .map_err(|e| super::StoreError::Corrupt(format!("event {}: {e}", row.id)))?;
+        if row.classification.as_deref() == Some(json.as_str()) {
+            continue;
+        }
+        page.changed += 1;
+        tx.set_classification(row.id, c.cause.as_str(), c.action.as_str(), &json)
+            .await?;
+        let new_cause = c.cause.as_str();
+        let old_cause = row.cause.as_deref().unwrap_or("unclassified");
+        if old_cause != new_cause {
+            page.cause_changed += 1;
+            if let (Some(inc), "deferred") = (row.incident_id, row.kind.as_str()) {
+                let key = crate::incidents::engine::reply_key(
+                    code,
+                    row.response.as_deref().unwrap_or(""),
+                );
+                moves.entry(inc).or_default().push((
+                    old_cause.to_string(),
+                    new_cause.to_string(),
+                    key,
+                ));
+            }
+        }
+    }
+    for (id, list) in moves {
+        if let Some(mut inc) = tx.incident_for_update(id).await? {
+            for (old, new, key) in &list {
+                inc.reassign_cause(old, new, key);
+            }
+            tx.update_incident(&row(engine, &inc, now)?).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(page)
 }
 
 /// An incident with the columns derived from it, ready to write.

@@ -165,6 +165,18 @@ macro_rules! impl_store {
                 $crate::store::commit::sweep(tx, engine, now).await
             }
 
+            async fn reclassify_page(
+                &self,
+                after: i64,
+                limit: i64,
+                classifier: &$crate::smtp::Classifier,
+                engine: &$crate::incidents::Engine,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::Result<$crate::store::ReclassifyPage> {
+                let tx = self.begin_write().await?;
+                $crate::store::commit::reclassify_page(tx, after, limit, classifier, engine, now).await
+            }
+
             async fn list_incidents(
                 &self,
                 filter: &$crate::store::IncidentFilter,
@@ -362,6 +374,46 @@ macro_rules! impl_write_tx {
                 .fetch_all(&mut *self.tx)
                 .await?;
             rows.into_iter().map(|r| r.into_incident()).collect()
+        }
+
+        async fn incident_for_update(&mut self, id: i64) -> $crate::store::Result<Option<$crate::incidents::Incident>> {
+            let row: Option<$crate::store::rows::IncidentRow> = sqlx::query_as($crate::store::rows::INCIDENT_BY_ID)
+                .bind(id)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+            row.map(|r| r.into_incident()).transpose()
+        }
+
+        async fn classification_page(
+            &mut self,
+            after: i64,
+            limit: i64,
+        ) -> $crate::store::Result<Vec<$crate::store::commit::ClassRow>> {
+            Ok(sqlx::query_as(
+                "SELECT id, type, incident_id, response, code, enhanced, stage, mx_host, cause, \
+                 classification FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *self.tx)
+            .await?)
+        }
+
+        async fn set_classification(
+            &mut self,
+            id: i64,
+            cause: &str,
+            action: &str,
+            json: &str,
+        ) -> $crate::store::Result<()> {
+            sqlx::query("UPDATE events SET cause = $1, action = $2, classification = $3 WHERE id = $4")
+                .bind(cause)
+                .bind(action)
+                .bind(json)
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+            Ok(())
         }
 
         async fn commit(self) -> $crate::store::Result<()> {

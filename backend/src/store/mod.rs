@@ -61,6 +61,8 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+pub use commit::ReclassifyPage;
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[derive(Clone, Debug, Serialize)]
@@ -223,6 +225,17 @@ pub trait Store: Send + Sync + 'static {
     /// Lets time pass for open incidents: recovered after a quiet period, stale after
     /// a day without events.
     async fn sweep(&self, engine: &Engine, now: DateTime<Utc>) -> Result<SweepReport>;
+
+    /// Classifies the stored events after `after` (up to `limit`) again with the current
+    /// rules and moves their incidents' cause counts accordingly.
+    async fn reclassify_page(
+        &self,
+        after: i64,
+        limit: i64,
+        classifier: &crate::smtp::Classifier,
+        engine: &Engine,
+        now: DateTime<Utc>,
+    ) -> Result<ReclassifyPage>;
 
     async fn list_incidents(&self, filter: &IncidentFilter) -> Result<Vec<Incident>>;
     async fn incident(&self, id: i64) -> Result<Option<Incident>>;

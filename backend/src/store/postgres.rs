@@ -2,7 +2,6 @@
 //! writers serialise on an advisory lock, and bulk inserts go through `UNNEST` so a
 //! batch of events is one statement.
 
-use super::sqlite::action_str;
 use super::{Backend, ConnectOptions, Result};
 use crate::event::NewEvent;
 use crate::incidents::Incident;
@@ -111,7 +110,7 @@ super::common::impl_write_tx!(PgTx, {
             .bind(col!(|(e, _)| e
                 .classification
                 .as_ref()
-                .map(|c| action_str(c.action))))
+                .map(|c| c.action.as_str())))
             .bind(col!(|(e, _)| e
                 .classification
                 .as_ref()

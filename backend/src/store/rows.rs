@@ -142,10 +142,11 @@ impl TryFrom<EventRow> for StoredEvent {
             enhanced: r.enhanced.clone(),
             stage: r.stage.parse().map_err(|_| corrupt("stage"))?,
             cause: r.cause.as_deref().and_then(|c| c.parse().ok()),
-            action: r
-                .action
-                .as_deref()
-                .and_then(|a| serde_json::from_value(serde_json::Value::String(a.into())).ok()),
+            action: r.action.as_deref().and_then(|a| {
+                crate::smtp::Action::ALL
+                    .into_iter()
+                    .find(|x| x.as_str() == a)
+            }),
             classification: r.classification.as_deref().and_then(json),
             attempt: r.attempt,
             pool: r.pool.clone(),

@@ -123,7 +123,7 @@ super::common::impl_write_tx!(SqliteTx, {
                 .bind(&ev.enhanced)
                 .bind(ev.stage.as_str())
                 .bind(ev.cause().map(|c| c.as_str()))
-                .bind(ev.classification.as_ref().map(|c| action_str(c.action)))
+                .bind(ev.classification.as_ref().map(|c| c.action.as_str()))
                 .bind(classification)
                 .bind(ev.attempt)
                 .bind(&ev.pool)
@@ -136,12 +136,5 @@ super::common::impl_write_tx!(SqliteTx, {
         Ok(())
     }
 });
-
-pub(crate) fn action_str(a: crate::smtp::Action) -> String {
-    serde_json::to_value(a)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
 
 super::common::impl_store!(SqliteStore, Backend::Sqlite, {});

@@ -22,6 +22,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/incidents/{id}", get(show_incident))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/rejects", get(list_rejects))
+        .route("/api/v1/classify", axum::routing::post(classify))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
 }
@@ -86,6 +87,7 @@ pub struct IncidentView {
     pub scope: Scope,
     pub top_causes: Vec<CauseShare>,
     pub stages: std::collections::BTreeMap<String, u64>,
+    pub origins: std::collections::BTreeMap<String, u64>,
     pub phase_history: Vec<PhaseChange>,
     pub reopens: Vec<ReopenRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -175,6 +177,7 @@ impl IncidentView {
             recovery_trend: inc.recovery_trend,
             top_causes,
             stages: inc.stages,
+            origins: inc.origins,
             phase_history: inc.phase_history,
             reopens: inc.reopens,
             detail,
@@ -365,6 +368,60 @@ async fn list_rejects(
     Ok(Json(RejectList {
         rejects,
         next_cursor,
+    }))
+}
+
+/// Most replies one classify request may carry.
+const MAX_CLASSIFY: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ClassifyItem {
+    Text(String),
+    Object {
+        text: String,
+        mx_host: Option<String>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ClassifyBody {
+    Many(Vec<ClassifyItem>),
+    One(ClassifyItem),
+}
+
+/// `POST /api/v1/classify`: a reply text (or `{text, mx_host}`), or a list of them.
+async fn classify(
+    State(state): State<AppState>,
+    _auth: ApiAuth,
+    body: Result<Json<ClassifyBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let Json(body) = body.map_err(|e| {
+        AppError::bad(
+            "body",
+            format!(
+                "expected a reply text, {{\"text\": …, \"mx_host\": …}} or a list of them: {}",
+                e.body_text()
+            ),
+        )
+    })?;
+    let one = |item: &ClassifyItem| {
+        let (text, mx) = match item {
+            ClassifyItem::Text(t) => (t.as_str(), None),
+            ClassifyItem::Object { text, mx_host } => (text.as_str(), mx_host.as_deref()),
+        };
+        serde_json::to_value(state.classifier.classify_text(text, mx)).unwrap_or_default()
+    };
+    Ok(Json(match body {
+        ClassifyBody::One(item) => one(&item),
+        ClassifyBody::Many(items) if items.len() > MAX_CLASSIFY => {
+            return Err(AppError::TooLarge {
+                field: "body".into(),
+                reason: format!("{} replies; the limit is {MAX_CLASSIFY}", items.len()),
+            });
+        }
+        ClassifyBody::Many(items) => items.iter().map(one).collect(),
     }))
 }
 
