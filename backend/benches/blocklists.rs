@@ -5,7 +5,7 @@
 //! the size; each round uses a fresh checker, so peak RSS across rounds shows
 //! whether memory stays flat).
 
-#[path = "../tests/support/dns.rs"]
+#[path = "../tests/dns_support/dns.rs"]
 mod dns;
 
 use std::net::{IpAddr, Ipv4Addr};
