@@ -25,6 +25,7 @@ pub struct Inner {
     pub metrics: Metrics,
     pub tokens: TokenCache,
     pub ingest_slots: Arc<Semaphore>,
+    pub checks: crate::check_runner::CheckRunner,
 }
 
 #[derive(Clone)]
@@ -44,7 +45,8 @@ impl AppState {
         store: DynStore,
         clock: Arc<dyn Clock>,
         classifier: Classifier,
-    ) -> Self {
+    ) -> Result<Self, crate::checks::CheckError> {
+        let checks = crate::check_runner::CheckRunner::spawn(&config.checks, store.clone())?;
         let engine = Arc::new(Engine::new(config.thresholds.clone()));
         let committer = Committer::spawn(
             store.clone(),
@@ -52,7 +54,8 @@ impl AppState {
             clock.clone(),
             config.group_commit_max_events,
         );
-        AppState(Arc::new(Inner {
+        Ok(AppState(Arc::new(Inner {
+            checks,
             tokens: TokenCache::new(config.token_cache_ttl),
             ingest_slots: Arc::new(Semaphore::new(config.max_ingest_concurrency)),
             config,
@@ -62,7 +65,7 @@ impl AppState {
             clock,
             committer,
             metrics: Metrics::new(),
-        }))
+        })))
     }
 }
 
@@ -118,6 +121,36 @@ pub fn spawn_background(state: AppState, mut shutdown: watch::Receiver<bool>) {
             }
         }
     });
+    if state.checks.enabled() {
+        let s = state.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(s.config.checks.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let filter = crate::store::IncidentFilter {
+                            status: Some(crate::incidents::Status::Open),
+                            limit: 1000,
+                            ..Default::default()
+                        };
+                        match s.store.list_incidents(&filter).await {
+                            Ok(open) => {
+                                let mut subjects: Vec<_> = open.iter().flat_map(crate::check_runner::subjects_for).collect();
+                                subjects.sort_by_key(|s| s.key());
+                                subjects.dedup_by_key(|s| s.key());
+                                s.checks.enqueue(subjects);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "periodic checks: cannot list open incidents"),
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+    }
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(state.config.prune_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -126,7 +159,7 @@ pub fn spawn_background(state: AppState, mut shutdown: watch::Receiver<bool>) {
                 _ = tick.tick() => {
                     let retention = chrono::TimeDelta::from_std(state.config.retention).unwrap_or(chrono::TimeDelta::days(30));
                     match state.store.prune(state.clock.now() - retention).await {
-                        Ok(r) if r.events + r.dead_letters > 0 => tracing::info!(events = r.events, dead_letters = r.dead_letters, "retention: pruned"),
+                        Ok(r) if r.events + r.dead_letters + r.check_results > 0 => tracing::info!(events = r.events, dead_letters = r.dead_letters, check_results = r.check_results, "retention: pruned"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "retention prune failed"),
                     }

@@ -116,6 +116,12 @@ async fn start(url: &str) -> Result<Server, String> {
     let cfg = Config {
         database_url: url.to_string(),
         db_max_connections: 16,
+        // The benchmark measures ingest and reads; DNS checks would also send its
+        // synthetic IPs to real resolvers.
+        checks: crate::config::ChecksConfig {
+            enabled: false,
+            ..Default::default()
+        },
         ..Config::default()
     };
     let store = store::connect(
@@ -138,7 +144,8 @@ async fn start(url: &str) -> Result<Server, String> {
         .create_api_token("bench", &hash_token(&api_token), clock.now())
         .await
         .map_err(|e| e.to_string())?;
-    let state = AppState::new(cfg, store.clone(), clock, Classifier::builtin());
+    let state = AppState::new(cfg, store.clone(), clock, Classifier::builtin())
+        .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;

@@ -64,6 +64,9 @@ pub enum Command {
         #[arg(long, default_value_t = 1000)]
         batch: i64,
     },
+    /// Run the DNS checks for a sending IP or a domain now and print them.
+    #[command(subcommand)]
+    Check(CheckCmd),
     /// Drive a real server with load and print events/s and latency percentiles.
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -99,6 +102,45 @@ pub enum TokenCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum CheckCmd {
+    /// PTR/FCrDNS, HELO, SPF, blocklists for a sending IP (DKIM/DMARC with a sender domain).
+    Ip {
+        ip: std::net::IpAddr,
+        #[arg(long)]
+        helo: Option<String>,
+        #[arg(long)]
+        sender_domain: Option<String>,
+        #[command(flatten)]
+        opts: CheckOpts,
+    },
+    /// SPF, DKIM, DMARC, domain blocklists, MX, MTA-STS and TLS-RPT for a domain.
+    Domain {
+        domain: String,
+        #[command(flatten)]
+        opts: CheckOpts,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CheckOpts {
+    /// DKIM selector to check (repeatable).
+    #[arg(long = "dkim-selector")]
+    pub dkim_selectors: Vec<String>,
+    /// Resolver, IP:port (repeatable); default: the configured ones, else the system's.
+    #[arg(long = "nameserver")]
+    pub nameservers: Vec<String>,
+    /// IP blocklist ZONE[=TABLE] (repeatable); replaces the configured set.
+    #[arg(long = "dnsbl")]
+    pub dnsbl: Vec<String>,
+    /// Domain blocklist ZONE[=TABLE] (repeatable); replaces the configured set.
+    #[arg(long = "rhsbl")]
+    pub rhsbl: Vec<String>,
+    /// Print {"subject", "checks": [{"name", "verdict", "detail", "records"}], "checked_at"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Args, Debug, Default)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -131,6 +173,29 @@ pub struct ServeArgs {
     pub token_cache_ttl: Option<Duration>,
     #[command(flatten)]
     pub windows: WindowArgs,
+    /// Run DNS checks on incident open and periodically (true/false).
+    #[arg(long, env = "DEFERWATCH_CHECKS")]
+    pub checks: Option<bool>,
+    /// Resolver for checks, IP:port; repeat or comma-separate for several.
+    #[arg(
+        long = "nameserver",
+        env = "DEFERWATCH_NAMESERVERS",
+        value_delimiter = ','
+    )]
+    pub nameservers: Vec<String>,
+    /// IP blocklist zone, ZONE[=TABLE]; replaces the default set.
+    #[arg(long = "dnsbl", env = "DEFERWATCH_DNSBL", value_delimiter = ',')]
+    pub dnsbl: Vec<String>,
+    /// Domain blocklist zone, ZONE[=TABLE]; replaces the default set.
+    #[arg(long = "rhsbl", env = "DEFERWATCH_RHSBL", value_delimiter = ',')]
+    pub rhsbl: Vec<String>,
+    /// How often the subjects of open incidents are checked again.
+    #[arg(long, env = "DEFERWATCH_CHECK_INTERVAL", value_parser = humantime::parse_duration)]
+    pub check_interval: Option<Duration>,
+}
+
+fn non_empty(v: &[String]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.to_vec())
 }
 
 #[derive(Args, Debug, Default, Clone)]
@@ -174,6 +239,14 @@ impl ServeArgs {
             prune_interval: self.prune_interval,
             token_cache_ttl: self.token_cache_ttl,
             rules_file: None,
+            checks: crate::config::FileChecks {
+                enabled: self.checks,
+                nameservers: non_empty(&self.nameservers),
+                dnsbl: non_empty(&self.dnsbl),
+                rhsbl: non_empty(&self.rhsbl),
+                interval: self.check_interval,
+                ..Default::default()
+            },
             windows: WindowsConfig {
                 normal_retry: w.window_normal_retry,
                 persistent: w.window_persistent,
@@ -252,7 +325,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 rules = classifier.rule_count(),
                 "classification rules loaded"
             );
-            let state = crate::app::AppState::new(cfg, store, clock, classifier);
+            let state = crate::app::AppState::new(cfg, store, clock, classifier)
+                .map_err(|e| CliError::Usage(format!("checks: {e}")))?;
             crate::app::serve(state, listener, shutdown_signal()).await?;
             Ok(())
         }
@@ -416,6 +490,64 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 "examined {} events: {} classifications updated, {} changed cause",
                 total.examined, total.changed, total.cause_changed
             );
+            Ok(())
+        }
+        Command::Check(cmd) => {
+            let opts = match cmd {
+                CheckCmd::Ip { opts, .. } | CheckCmd::Domain { opts, .. } => opts,
+            };
+            let mut file = match &cli.config {
+                Some(p) => FileConfig::load(p)?,
+                None => FileConfig::default(),
+            };
+            file.checks =
+                std::mem::take(&mut file.checks).overlay_public(crate::config::FileChecks {
+                    nameservers: non_empty(&opts.nameservers),
+                    dnsbl: non_empty(&opts.dnsbl),
+                    rhsbl: non_empty(&opts.rhsbl),
+                    ..Default::default()
+                });
+            let cfg = file.resolve()?;
+            let checker = crate::checks::Checker::new(cfg.checks.checker_config())
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let report = match cmd {
+                CheckCmd::Ip {
+                    ip,
+                    helo,
+                    sender_domain,
+                    ..
+                } => {
+                    checker
+                        .check_ip(
+                            *ip,
+                            helo.as_deref(),
+                            sender_domain.as_deref(),
+                            &opts.dkim_selectors,
+                        )
+                        .await
+                }
+                CheckCmd::Domain { domain, .. } => {
+                    checker.check_domain(domain, &opts.dkim_selectors).await
+                }
+            };
+            if opts.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "{}  (checked at {})",
+                    report.subject,
+                    crate::time_format::fmt(report.checked_at)
+                );
+                for c in &report.checks {
+                    println!("  {:<28} {:<5}  {}", c.name, c.verdict.as_str(), c.detail);
+                    for r in &c.records {
+                        println!("  {:<28}        {r}", "");
+                    }
+                }
+            }
             Ok(())
         }
         Command::Sweep => {

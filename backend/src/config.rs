@@ -53,6 +53,137 @@ pub struct Config {
     pub token_cache_ttl: Duration,
     /// The operator's own classification rules, tried before the built-in ones.
     pub rules_file: Option<PathBuf>,
+    pub checks: ChecksConfig,
+}
+
+/// Sender- and destination-side DNS checks.
+#[derive(Clone, Debug)]
+pub struct ChecksConfig {
+    /// Run checks on incident open and periodically.
+    pub enabled: bool,
+    /// `IP:port` resolvers; empty = the system resolver. Blocklists refuse queries
+    /// from public resolvers, so production points this at its own recursor.
+    pub nameservers: Vec<SocketAddr>,
+    pub timeout: Duration,
+    pub attempts: usize,
+    /// DNS queries in flight at most.
+    pub concurrency: usize,
+    pub dnsbl: Vec<crate::checks::ZoneSpec>,
+    pub rhsbl: Vec<crate::checks::ZoneSpec>,
+    /// How often active sending IPs and domains are checked again.
+    pub interval: Duration,
+    /// DKIM selectors to check, per sender domain.
+    pub dkim_selectors: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Default for ChecksConfig {
+    fn default() -> Self {
+        let d = crate::checks::CheckConfig::default();
+        ChecksConfig {
+            enabled: true,
+            nameservers: d.nameservers,
+            timeout: d.timeout,
+            attempts: d.attempts,
+            concurrency: d.concurrency,
+            dnsbl: d.dnsbl,
+            rhsbl: d.rhsbl,
+            interval: Duration::from_secs(6 * 3600),
+            dkim_selectors: Default::default(),
+        }
+    }
+}
+
+impl ChecksConfig {
+    pub fn checker_config(&self) -> crate::checks::CheckConfig {
+        crate::checks::CheckConfig {
+            nameservers: self.nameservers.clone(),
+            timeout: self.timeout,
+            attempts: self.attempts.max(1),
+            concurrency: self.concurrency.max(1),
+            dnsbl: self.dnsbl.clone(),
+            rhsbl: self.rhsbl.clone(),
+            ..crate::checks::CheckConfig::default()
+        }
+    }
+}
+
+/// `[checks]` in the file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileChecks {
+    pub enabled: Option<bool>,
+    pub nameservers: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub attempts: Option<usize>,
+    pub concurrency: Option<usize>,
+    pub dnsbl: Option<Vec<String>>,
+    pub rhsbl: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    pub dkim_selectors: Option<std::collections::BTreeMap<String, Vec<String>>>,
+}
+
+impl FileChecks {
+    /// Fields set in `over` win.
+    pub fn overlay_public(self, over: FileChecks) -> FileChecks {
+        self.overlay(over)
+    }
+
+    fn overlay(self, over: FileChecks) -> FileChecks {
+        FileChecks {
+            enabled: over.enabled.or(self.enabled),
+            nameservers: over.nameservers.or(self.nameservers),
+            timeout: over.timeout.or(self.timeout),
+            attempts: over.attempts.or(self.attempts),
+            concurrency: over.concurrency.or(self.concurrency),
+            dnsbl: over.dnsbl.or(self.dnsbl),
+            rhsbl: over.rhsbl.or(self.rhsbl),
+            interval: over.interval.or(self.interval),
+            dkim_selectors: over.dkim_selectors.or(self.dkim_selectors),
+        }
+    }
+
+    fn resolve(self) -> Result<ChecksConfig, ConfigError> {
+        let d = ChecksConfig::default();
+        let zones =
+            |v: Option<Vec<String>>, default: Vec<crate::checks::ZoneSpec>, key: &str| match v {
+                None => Ok(default),
+                Some(list) => list
+                    .iter()
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| {
+                        crate::checks::ZoneSpec::parse(s)
+                            .map_err(|e| ConfigError::Invalid(format!("checks.{key}: {e}")))
+                    })
+                    .collect(),
+            };
+        let nameservers = match self.nameservers {
+            None => d.nameservers,
+            Some(list) => list
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| {
+                    s.trim().parse::<SocketAddr>().map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "checks.nameservers: {s:?} is not IP:port (e.g. 127.0.0.1:53)"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(ChecksConfig {
+            enabled: self.enabled.unwrap_or(d.enabled),
+            nameservers,
+            timeout: self.timeout.unwrap_or(d.timeout),
+            attempts: self.attempts.unwrap_or(d.attempts),
+            concurrency: self.concurrency.unwrap_or(d.concurrency),
+            dnsbl: zones(self.dnsbl, d.dnsbl, "dnsbl")?,
+            rhsbl: zones(self.rhsbl, d.rhsbl, "rhsbl")?,
+            interval: self.interval.unwrap_or(d.interval),
+            dkim_selectors: self.dkim_selectors.unwrap_or(d.dkim_selectors),
+        })
+    }
 }
 
 impl Default for Config {
@@ -74,6 +205,7 @@ impl Default for Config {
             prune_interval: Duration::from_secs(3600),
             token_cache_ttl: Duration::from_secs(10),
             rules_file: None,
+            checks: ChecksConfig::default(),
         }
     }
 }
@@ -106,6 +238,8 @@ pub struct FileConfig {
     pub rules_file: Option<PathBuf>,
     #[serde(default)]
     pub windows: WindowsConfig,
+    #[serde(default)]
+    pub checks: FileChecks,
 }
 
 /// `[windows]` in the file, `DEFERWATCH_WINDOW_*` in the environment.
@@ -226,6 +360,7 @@ impl FileConfig {
             token_cache_ttl: over.token_cache_ttl.or(self.token_cache_ttl),
             rules_file: over.rules_file.or(self.rules_file),
             windows: self.windows.overlay(&over.windows),
+            checks: self.checks.overlay(over.checks),
         }
     }
 
@@ -277,6 +412,7 @@ impl FileConfig {
             prune_interval: self.prune_interval.unwrap_or(d.prune_interval),
             token_cache_ttl: self.token_cache_ttl.unwrap_or(d.token_cache_ttl),
             rules_file: self.rules_file,
+            checks: self.checks.resolve()?,
         };
         if cfg.sweep_interval.is_zero() || cfg.prune_interval.is_zero() {
             return Err(ConfigError::Invalid(

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod check_runner;
 pub mod checks;
 pub mod cli;
 pub mod clock;

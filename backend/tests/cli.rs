@@ -42,6 +42,8 @@ async fn serve_creates_the_embedded_database_and_takes_events() {
     let mut child = bin()
         .current_dir(dir.path())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        // DNS checks stay off: tests send nothing beyond loopback.
+        .env("DEFERWATCH_CHECKS", "false")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

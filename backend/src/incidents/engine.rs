@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 /// Per-incident caps, so that an incident towards a huge provider stays a few KiB.
 const MAX_RECIPIENT_DOMAINS: usize = 500;
 const MAX_ROUTES: usize = 256;
+const MAX_SENDER_DOMAINS: usize = 50;
 const MAX_MX_HOSTS: usize = 128;
 const MAX_REPLIES: usize = 40;
 const MAX_HELOS_PER_ROUTE: usize = 4;
@@ -195,6 +196,7 @@ impl Engine {
             routes: BTreeMap::new(),
             mx_hosts: BTreeMap::new(),
             recipient_domains: Tally::default(),
+            sender_domains: Tally::default(),
             causes: BTreeMap::new(),
             origins: BTreeMap::new(),
             stages: BTreeMap::new(),
@@ -258,6 +260,10 @@ impl Engine {
                 }
                 inc.recipient_domains
                     .add(&ev.recipient_domain, MAX_RECIPIENT_DOMAINS);
+                if let Some(domain) = ev.sender.as_deref().and_then(|s| s.rsplit_once('@')) {
+                    inc.sender_domains
+                        .add(&domain.1.to_ascii_lowercase(), MAX_SENDER_DOMAINS);
+                }
                 let cause = ev.cause().map(|c| c.as_str()).unwrap_or("unclassified");
                 *inc.causes.entry(cause.to_string()).or_default() += 1;
                 if let Some(c) = &ev.classification {

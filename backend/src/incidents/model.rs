@@ -165,6 +165,9 @@ pub struct Incident {
     pub routes: BTreeMap<String, RouteStats>,
     pub mx_hosts: BTreeMap<String, Counts>,
     pub recipient_domains: Tally,
+    /// Envelope-sender domains of the deferred messages.
+    #[serde(default)]
+    pub sender_domains: Tally,
     pub causes: BTreeMap<String, u64>,
     /// `remote` (the receiver said it) or `local` (the sending MTA made it up, e.g. a
     /// connect timeout): local deferrals never make the receiver look guilty.

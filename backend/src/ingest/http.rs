@@ -124,6 +124,9 @@ async fn ingest_events(
         state.metrics.commit_errors.inc();
     })?;
 
+    if !outcome.opened.is_empty() && state.checks.enabled() {
+        queue_checks(&state, outcome.opened.clone());
+    }
     let mut reply = IngestReply {
         accepted: 0,
         duplicates: 0,
@@ -180,6 +183,23 @@ async fn ingest_events(
         StatusCode::OK
     };
     Ok((status, Json(reply)).into_response())
+}
+
+/// Checks for newly opened incidents run in the background; the ingest answer never
+/// waits for DNS.
+fn queue_checks(state: &AppState, opened: Vec<i64>) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        for id in opened {
+            match state.store.incident(id).await {
+                Ok(Some(inc)) => state
+                    .checks
+                    .enqueue(crate::check_runner::subjects_for(&inc)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(incident = id, error = %e, "cannot queue checks"),
+            }
+        }
+    });
 }
 
 /// Even a body that cannot be split into items is kept, so the operator can see what

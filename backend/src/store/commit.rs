@@ -180,6 +180,7 @@ pub(crate) async fn record<T: WriteTx>(
         .iter()
         .map(|b| BatchOutcome {
             events: vec![EventOutcome::Duplicate; b.events.len()],
+            opened: Vec::new(),
         })
         .collect();
     let mut seen: HashSet<&str> = HashSet::with_capacity(all.len());
@@ -221,11 +222,14 @@ pub(crate) async fn record<T: WriteTx>(
 
     // Write the incidents first so that new ones have ids for their events.
     let mut ids: HashMap<(&str, usize), i64> = HashMap::new();
+    let mut opened = Vec::new();
     for (dest, tl) in &timelines {
         for (idx, inc) in tl.changed() {
             let data = row(engine, inc, now)?;
             let id = if inc.id == 0 {
-                tx.insert_incident(&data).await?
+                let id = tx.insert_incident(&data).await?;
+                opened.push(id);
+                id
             } else {
                 tx.update_incident(&data).await?;
                 inc.id
@@ -257,6 +261,9 @@ pub(crate) async fn record<T: WriteTx>(
         tx.touch_sources(&sources, super::ms(now)).await?;
     }
     tx.commit().await?;
+    if let Some(first) = outcomes.first_mut() {
+        first.opened = opened;
+    }
     Ok(outcomes)
 }
 

@@ -244,6 +244,100 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
+            async fn record_checks(
+                &self,
+                report: &$crate::checks::CheckReport,
+            ) -> $crate::store::Result<Vec<$crate::checks::CheckChange>> {
+                let mut w = self.begin_write().await?;
+                let previous: Vec<$crate::store::StoredCheck> =
+                    sqlx::query_as::<_, $crate::store::rows::CheckRow>($crate::store::rows::LATEST_CHECKS)
+                        .bind(&report.subject)
+                        .fetch_all(&mut *w.tx)
+                        .await?
+                        .into_iter()
+                        .map(Into::into)
+                        .collect();
+                let at = $crate::store::ms(report.checked_at);
+                let mut changes = Vec::new();
+                for r in &report.checks {
+                    let records = serde_json::to_string(&r.records).unwrap_or_else(|_| "[]".into());
+                    sqlx::query(
+                        "INSERT INTO check_results (subject, name, verdict, detail, records, checked_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(&report.subject)
+                    .bind(&r.name)
+                    .bind(r.verdict.as_str())
+                    .bind(&r.detail)
+                    .bind(records)
+                    .bind(at)
+                    .execute(&mut *w.tx)
+                    .await?;
+                    let Some(prev) = previous.iter().find(|p| p.result.name == r.name) else {
+                        continue;
+                    };
+                    if let Some(change) = $crate::checks::detect_change(&prev.result, r) {
+                        sqlx::query(
+                            "INSERT INTO check_changes (subject, name, previous, verdict, description, at) \
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(&report.subject)
+                        .bind(&r.name)
+                        .bind(change.previous.as_str())
+                        .bind(change.current.as_str())
+                        .bind(&change.description)
+                        .bind(at)
+                        .execute(&mut *w.tx)
+                        .await?;
+                        changes.push(change);
+                    }
+                }
+                w.tx.commit().await?;
+                Ok(changes)
+            }
+
+            async fn latest_checks(&self, subject: &str) -> $crate::store::Result<Vec<$crate::store::StoredCheck>> {
+                let rows: Vec<$crate::store::rows::CheckRow> = sqlx::query_as($crate::store::rows::LATEST_CHECKS)
+                    .bind(subject)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn check_history(
+                &self,
+                subject: &str,
+                limit: i64,
+            ) -> $crate::store::Result<Vec<$crate::store::StoredCheck>> {
+                let rows: Vec<$crate::store::rows::CheckRow> = sqlx::query_as($crate::store::rows::CHECK_HISTORY)
+                    .bind(subject)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn check_changes(
+                &self,
+                subjects: &[String],
+                since: Option<chrono::DateTime<chrono::Utc>>,
+                limit: i64,
+            ) -> $crate::store::Result<Vec<$crate::store::StoredCheckChange>> {
+                if subjects.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = $crate::store::rows::check_changes_sql(subjects.len(), since.is_some());
+                let mut q = sqlx::query_as::<_, $crate::store::rows::CheckChangeRow>(&sql);
+                for s in subjects {
+                    q = q.bind(s);
+                }
+                if let Some(t) = since {
+                    q = q.bind($crate::store::ms(t));
+                }
+                let rows = q.bind(limit).fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
             async fn prune(
                 &self,
                 before: chrono::DateTime<chrono::Utc>,
@@ -258,6 +352,17 @@ macro_rules! impl_store {
                         .await?
                         .rows_affected();
                     report.events += n;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                loop {
+                    let n = sqlx::query($crate::store::rows::PRUNE_CHECKS)
+                        .bind($crate::store::ms(before))
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                    report.check_results += n;
                     if n == 0 {
                         break;
                     }

@@ -128,6 +128,8 @@ pub enum EventOutcome {
 pub struct BatchOutcome {
     /// One per event of the batch, in order.
     pub events: Vec<EventOutcome>,
+    /// Incidents this commit opened (reported on the first batch of a group).
+    pub opened: Vec<i64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -150,6 +152,30 @@ pub struct EventFilter {
     pub limit: i64,
 }
 
+/// A check result as stored, with its subject and time.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StoredCheck {
+    pub subject: String,
+    #[serde(flatten)]
+    pub result: crate::checks::CheckResult,
+    #[serde(with = "crate::time_format")]
+    pub checked_at: DateTime<Utc>,
+}
+
+/// A check whose verdict or records changed between two runs: the lead when it
+/// happened shortly before deferrals began.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StoredCheckChange {
+    pub id: i64,
+    pub subject: String,
+    pub name: String,
+    pub previous: Option<String>,
+    pub verdict: String,
+    pub description: String,
+    #[serde(with = "crate::time_format")]
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
     pub examined: usize,
@@ -161,6 +187,7 @@ pub struct SweepReport {
 pub struct PruneReport {
     pub events: u64,
     pub dead_letters: u64,
+    pub check_results: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,7 +271,24 @@ pub trait Store: Send + Sync + 'static {
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>>;
     async fn list_dead_letters(&self, after: Option<i64>, limit: i64) -> Result<Vec<DeadLetter>>;
 
-    /// Deletes raw events and dead letters received before `before`; incidents stay.
+    /// Stores one run of checks and returns what changed since the previous run of
+    /// each check on the same subject (also stored as check changes).
+    async fn record_checks(
+        &self,
+        report: &crate::checks::CheckReport,
+    ) -> Result<Vec<crate::checks::CheckChange>>;
+    /// The most recent result of each check on the subject.
+    async fn latest_checks(&self, subject: &str) -> Result<Vec<StoredCheck>>;
+    async fn check_history(&self, subject: &str, limit: i64) -> Result<Vec<StoredCheck>>;
+    async fn check_changes(
+        &self,
+        subjects: &[String],
+        since: Option<DateTime<Utc>>,
+        limit: i64,
+    ) -> Result<Vec<StoredCheckChange>>;
+
+    /// Deletes raw events, dead letters and check results received before `before`;
+    /// incidents and check changes stay.
     async fn prune(&self, before: DateTime<Utc>) -> Result<PruneReport>;
 }
 

@@ -250,3 +250,85 @@ pub(crate) fn event_list_sql(f: &super::EventFilter) -> (String, Vec<Arg>) {
     sql.push_str(&format!(" ORDER BY e.id LIMIT ${}", args.len()));
     (sql, args)
 }
+
+#[derive(FromRow)]
+pub(crate) struct CheckRow {
+    pub subject: String,
+    pub name: String,
+    pub verdict: String,
+    pub detail: String,
+    pub records: String,
+    pub checked_at: i64,
+}
+
+pub(crate) fn parse_verdict(v: &str) -> crate::checks::Verdict {
+    serde_json::from_value(serde_json::Value::String(v.to_string()))
+        .unwrap_or(crate::checks::Verdict::Error)
+}
+
+impl From<CheckRow> for super::StoredCheck {
+    fn from(r: CheckRow) -> Self {
+        super::StoredCheck {
+            subject: r.subject,
+            result: crate::checks::CheckResult::new(
+                r.name,
+                parse_verdict(&r.verdict),
+                r.detail,
+                serde_json::from_str(&r.records).unwrap_or_default(),
+            ),
+            checked_at: from_ms(r.checked_at),
+        }
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct CheckChangeRow {
+    pub id: i64,
+    pub subject: String,
+    pub name: String,
+    pub previous: Option<String>,
+    pub verdict: String,
+    pub description: String,
+    pub at: i64,
+}
+
+impl From<CheckChangeRow> for super::StoredCheckChange {
+    fn from(r: CheckChangeRow) -> Self {
+        super::StoredCheckChange {
+            id: r.id,
+            subject: r.subject,
+            name: r.name,
+            previous: r.previous,
+            verdict: r.verdict,
+            description: r.description,
+            at: from_ms(r.at),
+        }
+    }
+}
+
+/// The newest result of every check on a subject.
+pub(crate) const LATEST_CHECKS: &str = "SELECT subject, name, verdict, detail, records, checked_at \
+    FROM check_results c WHERE subject = $1 AND checked_at = \
+    (SELECT MAX(checked_at) FROM check_results WHERE subject = $1 AND name = c.name) ORDER BY name";
+
+pub(crate) const CHECK_HISTORY: &str = "SELECT subject, name, verdict, detail, records, checked_at \
+    FROM check_results WHERE subject = $1 ORDER BY checked_at DESC, id DESC LIMIT $2";
+
+pub(crate) const PRUNE_CHECKS: &str = "DELETE FROM check_results WHERE id IN \
+    (SELECT id FROM check_results WHERE checked_at < $1 LIMIT 10000)";
+
+pub(crate) fn check_changes_sql(subjects: usize, since: bool) -> String {
+    let list: Vec<String> = (1..=subjects).map(|i| format!("${i}")).collect();
+    let mut sql = format!(
+        "SELECT id, subject, name, previous, verdict, description, at FROM check_changes \
+         WHERE subject IN ({})",
+        list.join(", ")
+    );
+    let mut n = subjects;
+    if since {
+        n += 1;
+        sql.push_str(&format!(" AND at >= ${n}"));
+    }
+    sql.push_str(&format!(" ORDER BY at DESC, id DESC LIMIT ${}", n + 1));
+    sql
+}

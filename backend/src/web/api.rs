@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/rejects", get(list_rejects))
         .route("/api/v1/classify", axum::routing::post(classify))
+        .route("/api/v1/checks", get(list_checks).post(run_checks))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
 }
@@ -92,6 +93,20 @@ pub struct IncidentView {
     pub reopens: Vec<ReopenRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<IncidentDetail>,
+    /// Latest checks of the incident's subjects (single-incident view only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<SubjectChecks>>,
+    /// Check changes on those subjects from a day before the first deferral on, to
+    /// set next to the deferrals on the timeline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_changes: Option<Vec<crate::store::StoredCheckChange>>,
+}
+
+/// The latest checks of one subject of an incident.
+#[derive(Serialize)]
+pub struct SubjectChecks {
+    pub subject: String,
+    pub checks: Vec<crate::store::StoredCheck>,
 }
 
 #[derive(Serialize)]
@@ -102,6 +117,16 @@ pub struct IncidentDetail {
     pub replies: Vec<ReplySample>,
     pub replies_other: u64,
     pub hourly: Vec<HourBucket>,
+}
+
+/// Subject names (IPs and domains) whose checks belong with an incident.
+fn check_subjects(inc: &Incident) -> Vec<String> {
+    let mut v: Vec<String> = crate::check_runner::subjects_for(inc)
+        .iter()
+        .map(|s| s.key())
+        .collect();
+    v.dedup();
+    v
 }
 
 impl IncidentView {
@@ -181,6 +206,8 @@ impl IncidentView {
             phase_history: inc.phase_history,
             reopens: inc.reopens,
             detail,
+            checks: None,
+            check_changes: None,
         }
     }
 }
@@ -278,7 +305,23 @@ async fn show_incident(
         .incident(id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("incident {id}")))?;
-    Ok(Json(IncidentView::new(inc, &state.engine.thresholds, true)))
+    let subjects = check_subjects(&inc);
+    let since = inc.first_seen - chrono::TimeDelta::days(1);
+    let mut checks = Vec::with_capacity(subjects.len());
+    for s in &subjects {
+        checks.push(SubjectChecks {
+            subject: s.clone(),
+            checks: state.store.latest_checks(s).await?,
+        });
+    }
+    let changes = state
+        .store
+        .check_changes(&subjects, Some(since), 200)
+        .await?;
+    let mut view = IncidentView::new(inc, &state.engine.thresholds, true);
+    view.checks = Some(checks);
+    view.check_changes = Some(changes);
+    Ok(Json(view))
 }
 
 #[derive(Deserialize)]
@@ -369,6 +412,102 @@ async fn list_rejects(
         rejects,
         next_cursor,
     }))
+}
+
+#[derive(Deserialize)]
+struct ChecksQuery {
+    subject: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct ChecksView {
+    subject: String,
+    latest: Vec<crate::store::StoredCheck>,
+    history: Vec<crate::store::StoredCheck>,
+    changes: Vec<crate::store::StoredCheckChange>,
+}
+
+/// `GET /api/v1/checks?subject=…`: the latest result of each check, the history and
+/// the changes.
+async fn list_checks(
+    State(state): State<AppState>,
+    _auth: ApiAuth,
+    q: Result<Query<ChecksQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ChecksView>, AppError> {
+    let Query(q) = q.map_err(|e| AppError::bad("query", e.body_text()))?;
+    let subject = q
+        .subject
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| AppError::bad("subject", "required: an IP address or a domain"))?;
+    let subject = subject
+        .parse::<std::net::IpAddr>()
+        .map(|ip| ip.to_string())
+        .unwrap_or(subject);
+    let limit = limit(q.limit, 200, 2000)?;
+    Ok(Json(ChecksView {
+        latest: state.store.latest_checks(&subject).await?,
+        history: state.store.check_history(&subject, limit).await?,
+        changes: state
+            .store
+            .check_changes(std::slice::from_ref(&subject), None, limit)
+            .await?,
+        subject,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckRequest {
+    ip: Option<String>,
+    domain: Option<String>,
+    helo: Option<String>,
+    sender_domain: Option<String>,
+}
+
+/// `POST /api/v1/checks`: run the checks for an IP (`{"ip", "helo"?, "sender_domain"?}`)
+/// or a domain (`{"domain"}`) now, store them, and return them with what changed.
+async fn run_checks(
+    State(state): State<AppState>,
+    _auth: ApiAuth,
+    body: Result<Json<CheckRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    use crate::check_runner::{CheckSubject, RunError};
+    let Json(req) = body.map_err(|e| AppError::bad("body", e.body_text()))?;
+    let subject = match (req.ip.as_deref(), req.domain.as_deref()) {
+        (Some(ip), None) => CheckSubject::Ip {
+            ip: ip
+                .trim()
+                .parse()
+                .map_err(|_| AppError::bad("ip", format!("{ip:?} is not an IP address")))?,
+            helo: req.helo.filter(|h| !h.trim().is_empty()),
+            sender_domain: req.sender_domain.filter(|d| !d.trim().is_empty()),
+        },
+        (None, Some(d)) if crate::checks::names::hostname_syntax(d.trim()).is_ok() => {
+            CheckSubject::Domain {
+                domain: d.trim().trim_end_matches('.').to_ascii_lowercase(),
+            }
+        }
+        (None, Some(d)) => {
+            return Err(AppError::bad(
+                "domain",
+                format!("{d:?} is not a domain name"),
+            ));
+        }
+        _ => return Err(AppError::bad("ip", "give either \"ip\" or \"domain\"")),
+    };
+    let (report, changes) = state.checks.run_now(&subject).await.map_err(|e| match e {
+        RunError::Disabled => AppError::bad(
+            "checks",
+            "checks are disabled in the configuration (checks.enabled = false)",
+        ),
+        RunError::Store(e) => e.into(),
+        RunError::Checker(e) => AppError::Internal(e.to_string()),
+    })?;
+    let mut v = serde_json::to_value(&report).unwrap_or_default();
+    v["changes"] = serde_json::to_value(&changes).unwrap_or_default();
+    Ok(Json(v))
 }
 
 /// Most replies one classify request may carry.

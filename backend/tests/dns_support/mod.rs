@@ -1,5 +1,5 @@
 //! Test support: loopback DNS and HTTPS servers and the test zones.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod dns;
 pub mod https;

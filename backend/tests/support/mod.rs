@@ -121,6 +121,12 @@ impl TestApp {
         let clock = Arc::new(ManualClock::new(ts("2026-11-20T12:00:00Z")));
         let mut cfg = Config {
             database_url: db.url.clone(),
+            // Tests that want checks point them at a loopback DNS server; no test
+            // ever queries the machine's resolver.
+            checks: deferwatch::config::ChecksConfig {
+                enabled: false,
+                ..Default::default()
+            },
             ..Config::default()
         };
         tweak(&mut cfg);
@@ -135,7 +141,8 @@ impl TestApp {
             .create_api_token("reader", &hash_token(&api_token), now)
             .await
             .expect("create api token");
-        let state = AppState::new(cfg, store, clock.clone(), Classifier::builtin());
+        let state =
+            AppState::new(cfg, store, clock.clone(), Classifier::builtin()).expect("app state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
