@@ -30,6 +30,26 @@ fn engine() -> Engine {
     Engine::new(Thresholds::default())
 }
 
+async fn all_incidents(store: &DynStore) -> Vec<deferwatch::incidents::Incident> {
+    store
+        .list_incidents(&IncidentFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn all_events(store: &DynStore) -> Vec<deferwatch::event::StoredEvent> {
+    store
+        .list_events(&EventFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
 async fn with_source(store: &DynStore) -> i64 {
     store
         .create_source("mta1", "json", "hash-of-token", ts("2026-11-20T00:00:00Z"))
@@ -198,13 +218,7 @@ async fn events_are_stored_once_and_grouped(store: DynStore) {
     assert_eq!(inc.phase, Phase::Persistent);
     assert_eq!(inc.first_seen, ts("2026-11-20T10:00:00Z"));
     assert_eq!(inc.last_seen, ts("2026-11-20T11:20:00Z"));
-    let events = store
-        .list_events(&EventFilter {
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let events = all_events(&store).await;
     assert_eq!(events.len(), 3);
     assert_eq!(events[0].incident_id, Some(id));
     assert_eq!(events[0].code, Some(421));
@@ -243,13 +257,7 @@ async fn batches_in_one_group_commit_share_dedupe(store: DynStore) {
     assert!(matches!(out[0].events[0], EventOutcome::Stored { .. }));
     assert!(matches!(out[0].events[1], EventOutcome::Stored { .. }));
     assert_eq!(out[1].events, vec![EventOutcome::Duplicate]);
-    let list = store
-        .list_incidents(&IncidentFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let list = all_incidents(&store).await;
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].counts.deferred, 2);
 }
@@ -290,26 +298,8 @@ async fn a_failed_commit_writes_nothing(store: DynStore) {
         )
         .await;
     assert!(err.is_err());
-    assert!(
-        store
-            .list_incidents(&IncidentFilter {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .list_events(&EventFilter {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(all_incidents(&store).await.is_empty());
+    assert!(all_events(&store).await.is_empty());
 }
 
 fn to_domain(v: serde_json::Value, domain: &str, mx: &str) -> serde_json::Value {
@@ -409,13 +399,7 @@ async fn incident_list_filters_and_orders(store: DynStore) {
         )
         .await
         .unwrap();
-    let all = store
-        .list_incidents(&IncidentFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let all = all_incidents(&store).await;
     let order: Vec<(&str, Status)> = all
         .iter()
         .map(|i| (i.destination.as_str(), i.status))
@@ -619,13 +603,7 @@ async fn sweep_recovers_and_stales_due_incidents_only(store: DynStore) {
         .await
         .unwrap();
     assert_eq!((r.examined, r.recovered, r.stale), (1, 0, 1));
-    let list = store
-        .list_incidents(&IncidentFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let list = all_incidents(&store).await;
     let r_inc = list.iter().find(|i| i.destination == "r.example").unwrap();
     assert_eq!(r_inc.status, Status::Recovered);
     assert_eq!(r_inc.closed_at, Some(ts("2026-11-20T13:00:00Z")));
@@ -683,26 +661,10 @@ async fn retention_prunes_events_but_keeps_incidents(store: DynStore) {
         .unwrap();
     let r = store.prune(new - TimeDelta::days(30)).await.unwrap();
     assert_eq!(r.events, 1);
-    let left = store
-        .list_events(&EventFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let left = all_events(&store).await;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].ext_id.as_deref(), Some("new"));
-    assert_eq!(
-        store
-            .list_incidents(&IncidentFilter {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(all_incidents(&store).await.len(), 2);
 }
 
 async fn reopening_across_commits(store: DynStore) {
@@ -735,17 +697,7 @@ async fn reopening_across_commits(store: DynStore) {
     assert_eq!(inc.status, Status::Open);
     assert_eq!(inc.reopens.len(), 1);
     assert_eq!(inc.reopens[0].recovered_at, ts("2026-11-20T12:30:00Z"));
-    assert_eq!(
-        store
-            .list_incidents(&IncidentFilter {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(all_incidents(&store).await.len(), 1);
 }
 
 async fn reclassify_moves_causes_with_new_rules(store: DynStore) {
@@ -757,7 +709,7 @@ async fn reclassify_moves_causes_with_new_rules(store: DynStore) {
         "198.51.100.25",
         Some("1"),
     );
-    e1["response"] = "451 4.3.0 Acme filter says: slow down please".into();
+    e1["response"] = "451 4.3.0 Acme gateway code AX-17".into();
     let e2 = event(
         "deferred",
         "2026-11-20T10:05:00Z",
@@ -793,12 +745,12 @@ async fn reclassify_moves_causes_with_new_rules(store: DynStore) {
 
     let rules = r#"
 [[rule]]
-id = "acme.slow_down"
-pattern = 'Acme filter says: slow down'
+id = "acme.ax17"
+pattern = 'Acme gateway code AX-17'
 cause = "rate_limit"
-explanation = "Acme asks for a lower rate."
+explanation = "Acme documents AX-17 as its per-sender rate limit."
 source = "test"
-example = "451 4.3.0 Acme filter says: slow down please"
+example = "451 4.3.0 Acme gateway code AX-17"
 "#;
     let classifier = Classifier::with_user_rules(rules, "acme.toml").unwrap();
     let page = store
@@ -816,17 +768,11 @@ example = "451 4.3.0 Acme filter says: slow down please"
         .find(|r| r.text.contains("Acme"))
         .unwrap();
     assert_eq!(acme.cause.as_deref(), Some("rate_limit"));
-    let evs = store
-        .list_events(&EventFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let evs = all_events(&store).await;
     assert_eq!(evs[0].cause.map(|c| c.as_str()), Some("rate_limit"));
     assert_eq!(
         evs[0].classification.as_ref().unwrap()["rule"],
-        "acme.slow_down"
+        "acme.ax17"
     );
     // Nothing left after the last page; a second run changes nothing.
     let end = store

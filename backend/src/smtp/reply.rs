@@ -257,6 +257,61 @@ impl Reply {
 /// Parses a reply as reported by an MTA or ESP. Never panics; reads at most
 /// [`MAX_INPUT_BYTES`] of the input.
 pub fn parse_reply(input: &str) -> Reply {
+    // qmail-remote reports with '_' for every space ("deferral: 192.0.2.1_does_not_like_
+    // recipient./Remote_host_said:_421_Service_Temporarily_Unavailable/Giving_up_on_…").
+    if input.contains("host_said:_") {
+        return parse_spaced(&truncate(input, MAX_INPUT_BYTES).replace('_', " "));
+    }
+    let reply = parse_spaced(input);
+    if reply.code.is_some() {
+        return reply;
+    }
+    // Bounce reports wrap long lines inside the markers ("refused to talk\n    to me:") and
+    // some clients write the code in parentheses ("permanent error (554): 5.7.1 …"): try
+    // once more on a normalised copy before giving up on a code.
+    let input = truncate(input, MAX_INPUT_BYTES);
+    if input.contains('\n') || input.contains("): ") {
+        let normalised = normalise_wrapped(input);
+        let again = parse_spaced(&normalised);
+        if again.code.is_some() {
+            return again;
+        }
+    }
+    reply
+}
+
+/// Runs of whitespace become one space, and "(NNN): " becomes "NNN ".
+fn normalise_wrapped(input: &str) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut last_space = false;
+    for c in input.chars() {
+        if c.is_whitespace() {
+            if !last_space {
+                out.push(' ');
+            }
+            last_space = true;
+        } else {
+            out.push(c);
+            last_space = false;
+        }
+    }
+    let b = out.as_bytes();
+    let mut i = 0;
+    while i + 7 <= b.len() {
+        if b[i] == b'('
+            && b[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+            && &b[i + 4..i + 7] == b"): "
+        {
+            let code = out[i + 1..i + 4].to_string();
+            out.replace_range(i..i + 7, &format!("{code} "));
+            break;
+        }
+        i += 1;
+    }
+    out
+}
+
+fn parse_spaced(input: &str) -> Reply {
     let input = truncate(input, MAX_INPUT_BYTES);
     let scan = Scan::new(input);
     let stage = detect_stage(input, &scan);
@@ -360,6 +415,8 @@ const REPLY_MARKERS: &[(&str, bool)] = &[
     ("response:", true),
     ("error:", true),
     ("reason:", true),
+    ("{LED=", true), // Exchange Online NDR "Reason: [{LED=451 4.7.500 …};{MSG=};…]"
+    ("server returned was:", true), // Gmail DSN "The error that the other server returned was: 4xx …"
 ];
 
 /// Wording that places a failure at connection time (Postfix smtp_connect.c, KumoMTA,
