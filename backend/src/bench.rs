@@ -190,17 +190,16 @@ const REPLIES: &[(&str, &str)] = &[
 ];
 
 /// A plausible event as NDJSON text; `n` makes it unique.
-fn event_json(n: u64, at: DateTime<Utc>, destinations: usize) -> String {
+fn event_json(n: u64, at: DateTime<Utc>, destination: Option<usize>) -> String {
     let (mx, reply) = REPLIES[(n % REPLIES.len() as u64) as usize];
     let kind = match n % 20 {
         0..=11 => "deferred",
         12..=18 => "delivered",
         _ => "bounced",
     };
-    let domain = if destinations > 0 {
-        format!("d{}.example", n % destinations as u64)
-    } else {
-        "example.com".to_string()
+    let domain = match destination {
+        Some(d) => format!("d{d}.example"),
+        None => "example.com".to_string(),
     };
     let (mx, response) = if kind == "delivered" {
         (mx, "250 2.0.0 OK".to_string())
@@ -212,7 +211,7 @@ fn event_json(n: u64, at: DateTime<Utc>, destinations: usize) -> String {
     } else {
         (mx, reply.to_string())
     };
-    let mx = if destinations > 0 {
+    let mx = if destination.is_some() {
         format!("mx.{domain}")
     } else {
         mx.to_string()
@@ -282,7 +281,9 @@ async fn ingest_load(
                 let first = counter.fetch_add(per_request as u64, Ordering::Relaxed);
                 let now = Utc::now();
                 let body: String = (first..first + per_request as u64)
-                    .map(|n| event_json(n, now - TimeDelta::seconds((n % 3600) as i64), 0) + "\n")
+                    .map(|n| {
+                        event_json(n, now - TimeDelta::seconds((n % 3600) as i64), None) + "\n"
+                    })
                     .collect();
                 let t = Instant::now();
                 let resp = client
@@ -325,25 +326,35 @@ async fn seed(srv: &Server, events: usize, destinations: usize) -> Result<Durati
         now,
         max_future_skew: TimeDelta::hours(1),
     };
+    // Destination by destination, in time order, as an MTA's log would replay: each
+    // destination's incident spans 5 to 48 hours so that every phase is present.
+    let destinations = destinations.max(1);
+    let per = events.div_ceil(destinations);
     let chunk = 5_000;
+    let mut batch = WriteBatch::default();
     let mut n = 10_000_000u64;
-    let mut left = events;
-    while left > 0 {
-        let size = left.min(chunk);
-        let mut batch = WriteBatch::default();
-        for _ in 0..size {
-            // Spread over the last two days so incidents reach every phase.
-            let at = now - TimeDelta::seconds(((n * 7919) % 172_800) as i64);
-            let raw = event_json(n, at, destinations);
-            let ev = crate::ingest::json::parse_event(&raw, &ctx).map_err(|r| r.reason)?;
-            batch.events.push(ev);
+    for d in 0..destinations {
+        let span = 172_800 * ((d % 10) as i64 + 1) / 10;
+        for i in 0..per {
+            let at = now - TimeDelta::seconds(span - span * i as i64 / per as i64);
+            let raw = event_json(n, at, Some(d));
+            batch
+                .events
+                .push(crate::ingest::json::parse_event(&raw, &ctx).map_err(|r| r.reason)?);
             n += 1;
+            if batch.events.len() >= chunk {
+                srv.store
+                    .record_events(&[std::mem::take(&mut batch)], &srv.state.engine, now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
         }
+    }
+    if !batch.events.is_empty() {
         srv.store
             .record_events(&[batch], &srv.state.engine, now)
             .await
             .map_err(|e| e.to_string())?;
-        left -= size;
     }
     Ok(started.elapsed())
 }

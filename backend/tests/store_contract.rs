@@ -770,10 +770,7 @@ example = "451 4.3.0 Acme gateway code AX-17"
     assert_eq!(acme.cause.as_deref(), Some("rate_limit"));
     let evs = all_events(&store).await;
     assert_eq!(evs[0].cause.map(|c| c.as_str()), Some("rate_limit"));
-    assert_eq!(
-        evs[0].classification.as_ref().unwrap()["rule"],
-        "acme.ax17"
-    );
+    assert_eq!(evs[0].classification.as_ref().unwrap()["rule"], "acme.ax17");
     // Nothing left after the last page; a second run changes nothing.
     let end = store
         .reclassify_page(page.last_id.unwrap(), 1000, &classifier, &engine(), now)

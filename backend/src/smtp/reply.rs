@@ -346,6 +346,12 @@ fn parse_spaced(input: &str) -> Reply {
         let head = truncate(text.lines().next().unwrap_or(""), 40);
         enhanced = find_enhanced_anywhere(head);
     }
+    // RFC 3463 §2: the class of the enhanced code repeats the reply's class. Exchange
+    // writes "451 5.7.3 STARTTLS is required" and "550 4.3.2 Discarded …"; such a
+    // contradicting triple is not taken as the enhanced code (the basic code decides).
+    if enhanced.is_some_and(|e| u16::from(e.class) != code / 100) {
+        enhanced = None;
+    }
     Reply {
         code: Some(code),
         enhanced,
@@ -537,14 +543,87 @@ fn find_reply_start(input: &str, scan: &Scan) -> Option<usize> {
     if best.is_some() {
         return best;
     }
-    // Otherwise only a code directly followed by an enhanced code is trusted anywhere in
-    // the text ("… 421 4.7.0 …"); a bare number in prose ("in 300 seconds") is not a code.
-    (0..b.len().saturating_sub(2)).find(|&i| {
+    // Otherwise a code directly followed by an enhanced code is trusted anywhere in the
+    // text ("… 421 4.7.0 …"); a bare number in prose ("in 300 seconds") is not a code.
+    let with_enhanced = (0..b.len().saturating_sub(2)).find(|&i| {
         code_at(b, i)
             && b.get(i + 3).is_some_and(|c| *c == b' ' || *c == b'-')
             && i + 4 < b.len()
             && EnhancedCode::parse_prefix(&b[i + 4..]).is_some()
+    });
+    if with_enhanced.is_some() {
+        return with_enhanced;
+    }
+    // Last resort: clients and libraries that print the server's words after their own
+    // ("SMTP -> FROM SERVER:421 …", "could not perform server greeting: 501 …",
+    // "Error Sending Email - 422 …", "Invalid greeting from server:\n421 …"). Only a 4xx
+    // or 5xx at the head of such a clause, followed by words, counts.
+    (0..b.len().saturating_sub(2)).find(|&i| {
+        matches!(b[i], b'4' | b'5') && code_at(b, i) && clause_head(b, i) && words_follow(b, i + 3)
     })
+}
+
+/// `i` starts a clause: first non-blank byte, or preceded by a colon, a line break or a
+/// spaced dash (optionally with blanks in between).
+fn clause_head(b: &[u8], i: usize) -> bool {
+    let mut j = i;
+    while j > 0 && matches!(b[j - 1], b' ' | b'\t') {
+        j -= 1;
+    }
+    if j == 0 {
+        return true;
+    }
+    match b[j - 1] {
+        b':' | b'\n' | b'\r' => true,
+        b'-' => j >= 2 && b[j - 2] == b' ' && j < i,
+        _ => false,
+    }
+}
+
+/// A space and then text after the code at `end`: a word of two letters or more that is not
+/// a unit (so "timeout: 450 seconds" is no code), an address or a bracket.
+fn words_follow(b: &[u8], end: usize) -> bool {
+    if b.get(end) != Some(&b' ') {
+        return false;
+    }
+    let rest = &b[end + 1..];
+    if rest
+        .first()
+        .is_some_and(|c| matches!(c, b'<' | b'[' | b'(' | b'#'))
+    {
+        return true;
+    }
+    let word_len = rest.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    if word_len < 2 {
+        return false;
+    }
+    let word = rest[..word_len].to_ascii_lowercase();
+    const UNITS: &[&str] = &[
+        "s",
+        "sec",
+        "secs",
+        "second",
+        "seconds",
+        "ms",
+        "min",
+        "mins",
+        "minute",
+        "minutes",
+        "hour",
+        "hours",
+        "day",
+        "days",
+        "times",
+        "bytes",
+        "kb",
+        "mb",
+        "messages",
+        "recipients",
+        "connections",
+        "attempts",
+        "percent",
+    ];
+    !UNITS.contains(&std::str::from_utf8(&word).unwrap_or(""))
 }
 
 fn skip_blank(b: &[u8], from: usize) -> usize {
@@ -1150,6 +1229,45 @@ mod tests {
         assert!(parse_reply("550 4.7.1 deferred").is_permanent());
         assert!(parse_reply("5.1.1 user unknown").is_permanent());
         assert!(!parse_reply("connect to x[1.2.3.4]:25: Connection refused").is_permanent());
+    }
+
+    #[test]
+    fn codes_after_a_client_prefix() {
+        for (text, code) in [
+            (
+                "SMTP -> FROM SERVER:421 Too many concurrent SMTP connections",
+                421,
+            ),
+            (
+                "remote delivery deferred: could not perform server greeting: 501 Syntactically invalid EHLO argument(s)",
+                501,
+            ),
+            (
+                "Error: Invalid greeting from server:\n421 user-PC You talk too soon",
+                421,
+            ),
+            (
+                "Net::SMTPServerBusy: 451 <a@example.com> unable to verify address",
+                451,
+            ),
+            ("Error Sending Email - 422 try again in 15 seconds.", 422),
+        ] {
+            assert_eq!(parse_reply(text).code, Some(code), "{text:?}");
+        }
+        // Prose numbers after a colon are still not codes.
+        assert_eq!(parse_reply("timeout: 300 seconds").code, None);
+        assert_eq!(parse_reply("retry in: 450 s").code, None);
+        assert_eq!(parse_reply("idle timeout: 450 seconds").code, None);
+    }
+
+    #[test]
+    fn enhanced_code_of_the_other_class_is_dropped() {
+        let r = parse_reply("451 5.7.3 STARTTLS is required to send mail");
+        assert_eq!((r.code, r.enhanced), (Some(451), None));
+        assert_eq!(r.text, "STARTTLS is required to send mail");
+        let r = parse_reply("550 4.3.2 Discarded by administrative action. DROP");
+        assert_eq!((r.code, r.enhanced), (Some(550), None));
+        assert!(r.is_permanent());
     }
 
     #[test]

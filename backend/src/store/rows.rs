@@ -200,7 +200,12 @@ pub(crate) enum Arg {
 
 /// `WHERE …` for the incident list, with its arguments.
 pub(crate) fn incident_list_sql(f: &super::IncidentFilter) -> (String, Vec<Arg>) {
-    let mut sql = String::from("SELECT id, state FROM incidents WHERE 1 = 1");
+    // The page is chosen on narrow columns first and only its rows' states are read:
+    // sorting whole rows would drag every incident's state through the sort.
+    let mut sql = String::from(
+        "SELECT id, CASE WHEN status = 'open' THEN 0 ELSE 1 END AS rank, last_seen \
+         FROM incidents WHERE 1 = 1",
+    );
     let mut args = Vec::new();
     if let Some(p) = f.phase {
         args.push(Arg::Str(p.as_str().into()));
@@ -215,11 +220,15 @@ pub(crate) fn incident_list_sql(f: &super::IncidentFilter) -> (String, Vec<Arg>)
         sql.push_str(&format!(" AND destination = ${}", args.len()));
     }
     // Open incidents first, then the most recently active.
-    sql.push_str(" ORDER BY CASE WHEN status = 'open' THEN 0 ELSE 1 END, last_seen DESC, id DESC");
+    sql.push_str(" ORDER BY rank, last_seen DESC, id DESC");
     args.push(Arg::I64(f.limit));
     sql.push_str(&format!(" LIMIT ${}", args.len()));
     args.push(Arg::I64(f.offset));
     sql.push_str(&format!(" OFFSET ${}", args.len()));
+    let sql = format!(
+        "SELECT i.id, i.state FROM incidents i JOIN ({sql}) page ON page.id = i.id \
+         ORDER BY page.rank, page.last_seen DESC, i.id DESC"
+    );
     (sql, args)
 }
 
