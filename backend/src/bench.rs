@@ -110,6 +110,20 @@ struct Server {
     api_token: String,
     store: DynStore,
     state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Stops serving and the background sweep before the database goes away.
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
 }
 
 async fn start(url: &str) -> Result<Server, String> {
@@ -154,8 +168,12 @@ async fn start(url: &str) -> Result<Server, String> {
         listener.local_addr().map_err(|e| e.to_string())?
     );
     let s = state.clone();
-    tokio::spawn(async move {
-        let _ = crate::app::serve(s, listener, std::future::pending()).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        let _ = crate::app::serve(s, listener, async {
+            let _ = stopped.await;
+        })
+        .await;
     });
     Ok(Server {
         base,
@@ -163,6 +181,8 @@ async fn start(url: &str) -> Result<Server, String> {
         api_token,
         store,
         state,
+        stop: Some(stop),
+        handle: Some(handle),
     })
 }
 
@@ -465,9 +485,16 @@ pub async fn run(args: &BenchArgs, server_url: Option<String>) -> Result<(), Str
                 h.len(),
             );
         }
-        Ok::<_, String>(())
+        Ok::<_, String>(srv)
     }
     .await;
+    let result = match result {
+        Ok(srv) => {
+            srv.shutdown().await;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
     db.drop_db().await;
     result
 }
