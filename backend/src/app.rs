@@ -9,6 +9,7 @@ use crate::smtp::Classifier;
 use crate::store::DynStore;
 use crate::web::auth::TokenCache;
 use axum::Router;
+use axum::response::IntoResponse;
 use std::ops::Deref;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, watch};
@@ -97,8 +98,6 @@ async fn retry_after(
     }
     resp
 }
-
-use axum::response::IntoResponse;
 
 /// Periodic work on the clock: the sweep that lets time pass for open incidents, and
 /// retention. Stops when `shutdown` flips.

@@ -1,8 +1,9 @@
 //! `POST /api/v1/events`: the native JSON format.
 
-use super::json::{Context, parse_event, split_body};
+use super::json::{Context, parse_batch, split_body};
 use super::{IngestError, Rejection};
 use crate::app::AppState;
+use crate::event::EventType;
 use crate::metrics::{EventLabels, SourceLabels};
 use crate::store::{EventOutcome, NewReject, WriteBatch};
 use crate::web::auth::SourceAuth;
@@ -99,27 +100,12 @@ async fn ingest_events(
         max_future_skew: chrono::TimeDelta::from_std(state.config.max_future_skew)
             .unwrap_or(chrono::TimeDelta::hours(1)),
     };
-    let mut batch = WriteBatch::default();
-    let mut rejected = Vec::new();
-    for (index, raw) in items.iter().enumerate() {
-        match parse_event(raw, &ctx) {
-            Ok(ev) => {
-                batch.events.push(ev);
-            }
-            Err(rejection) => {
-                batch.rejects.push(NewReject {
-                    source_id: Some(source.id),
-                    received_at: now,
-                    index: Some(index),
-                    field: rejection.field.clone(),
-                    reason: rejection.reason.clone(),
-                    raw: raw.to_string(),
-                });
-                rejected.push(RejectedItem { index, rejection });
-            }
-        }
-    }
-    let kinds: Vec<&'static str> = batch.events.iter().map(|e| e.kind.as_str()).collect();
+    let (batch, rejected) = parse_batch(&items, &ctx);
+    let rejected: Vec<RejectedItem> = rejected
+        .into_iter()
+        .map(|(index, rejection)| RejectedItem { index, rejection })
+        .collect();
+    let kinds: Vec<EventType> = batch.events.iter().map(|e| e.kind).collect();
     let outcome = state.committer.submit(batch).await.inspect_err(|_| {
         state.metrics.commit_errors.inc();
     })?;
@@ -134,18 +120,12 @@ async fn ingest_events(
         rejected,
         incident_ids: Vec::new(),
     };
+    let mut stored_by_kind = [0u64; 3];
     for (i, o) in outcome.events.iter().enumerate() {
         match o {
             EventOutcome::Stored { incident_id } => {
                 reply.accepted += 1;
-                state
-                    .metrics
-                    .events_ingested
-                    .get_or_create(&EventLabels {
-                        r#type: kinds[i].into(),
-                        source: source.name.clone(),
-                    })
-                    .inc();
+                stored_by_kind[kinds[i] as usize] += 1;
                 if let Some(id) = incident_id
                     && !reply.incident_ids.contains(id)
                 {
@@ -153,6 +133,19 @@ async fn ingest_events(
                 }
             }
             EventOutcome::Duplicate => reply.duplicates += 1,
+        }
+    }
+    for kind in EventType::ALL {
+        let n = stored_by_kind[kind as usize];
+        if n > 0 {
+            state
+                .metrics
+                .events_ingested
+                .get_or_create(&EventLabels {
+                    r#type: kind.as_str().into(),
+                    source: source.name.clone(),
+                })
+                .inc_by(n);
         }
     }
     let labels = SourceLabels {

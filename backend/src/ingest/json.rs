@@ -121,6 +121,33 @@ fn reject(field: &str, reason: impl Into<String>) -> Rejection {
     }
 }
 
+/// Validates every item of a request: valid ones become events, the others
+/// rejections, each kept with its raw text for the dead-letter table.
+pub fn parse_batch(
+    items: &[&str],
+    ctx: &Context<'_>,
+) -> (crate::store::WriteBatch, Vec<(usize, Rejection)>) {
+    let mut batch = crate::store::WriteBatch::default();
+    let mut rejected = Vec::new();
+    for (index, raw) in items.iter().enumerate() {
+        match parse_event(raw, ctx) {
+            Ok(ev) => batch.events.push(ev),
+            Err(rejection) => {
+                batch.rejects.push(crate::store::NewReject {
+                    source_id: Some(ctx.source_id),
+                    received_at: ctx.now,
+                    index: Some(index),
+                    field: rejection.field.clone(),
+                    reason: rejection.reason.clone(),
+                    raw: raw.to_string(),
+                });
+                rejected.push((index, rejection));
+            }
+        }
+    }
+    (batch, rejected)
+}
+
 /// Validates and classifies one item.
 pub fn parse_event(raw: &str, ctx: &Context<'_>) -> Result<NewEvent, Rejection> {
     let mut de = serde_json::Deserializer::from_str(raw);
