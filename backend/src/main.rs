@@ -8,6 +8,7 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match deferwatch::cli::run(deferwatch::cli::Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

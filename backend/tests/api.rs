@@ -26,6 +26,7 @@ on_both!(
     the_sweep_recovers_an_incident_without_a_new_event,
     metrics_and_health,
     classify_endpoint_takes_one_or_many,
+    overview_points_at_the_sender_when_one_ip_is_deferred_everywhere,
 );
 
 async fn ingest_accepts_object_array_and_ndjson(b: Backend) {
@@ -693,5 +694,41 @@ async fn classify_endpoint_takes_one_or_many(b: Backend) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
+    app.db.drop_db().await;
+}
+
+async fn overview_points_at_the_sender_when_one_ip_is_deferred_everywhere(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let mut evs = Vec::new();
+    for (i, (domain, mx)) in [
+        ("gmail.com", "aspmx.l.google.com"),
+        ("outlook.com", "outlook-com.olc.protection.outlook.com"),
+        ("yahoo.com", "mta5.am0.yahoodns.net"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut e = event(
+            "deferred",
+            "2026-11-20T10:00:00Z",
+            "198.51.100.25",
+            Some(&format!("o{i}")),
+        );
+        e["recipient"] = format!("x@{domain}").into();
+        e["mx_host"] = (*mx).into();
+        evs.push(e);
+    }
+    app.post_events(&ndjson(&evs)).await;
+    let (s, o) = app.get("/api/v1/overview").await;
+    assert_eq!(s, 200);
+    assert_eq!(o["sender_side_suspected"], true, "{o}");
+    assert_eq!(o["sender_wide_ips"][0]["ip"], "198.51.100.25");
+    assert_eq!(
+        o["sender_wide_ips"][0]["destinations"],
+        json!(["google", "microsoft", "yahoo"])
+    );
+    assert_eq!(o["open_incidents"], 3);
+    assert_eq!(o["open_by_phase"]["deferred"], 3);
+    assert_eq!(o["truncated"], false);
     app.db.drop_db().await;
 }

@@ -4,12 +4,14 @@
 pub mod destination;
 pub mod engine;
 pub mod model;
+pub mod overview;
 pub mod phase;
 pub mod scope;
 
 pub use destination::destination;
 pub use engine::{Engine, Timeline};
 pub use model::{Incident, PhaseChange, Status};
+pub use overview::{Overview, overview};
 pub use phase::{Phase, Thresholds};
 pub use scope::{Scope, scope};
 

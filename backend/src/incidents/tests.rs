@@ -1,6 +1,7 @@
 //! Table-driven tests of the incident engine at exact instants.
 
 use super::engine::{Engine, Timeline};
+use super::model::Incident;
 use super::model::Status;
 use super::phase::{Phase, Thresholds};
 use super::scope::{SourceIpScope, StageScope, scope};
@@ -445,4 +446,60 @@ fn replies_differing_only_in_variable_parts_are_one_representative_reply() {
         reply_key(Some(421), "4.7.0 [TSS04] Messages temporarily deferred"),
         reply_key(Some(451), "4.7.0 [TSS04] Messages temporarily deferred"),
     );
+}
+
+#[test]
+fn overview_suspects_the_sender_when_one_ip_is_deferred_everywhere() {
+    use super::overview::overview;
+    let engine = Engine::new(Thresholds::default());
+    let incident = |dest: &str, ip: &str, response: Option<&str>| {
+        let mut e = ev(Deferred, 0, ip);
+        e.destination = dest.into();
+        if let Some(r) = response {
+            e.response = Some(r.into());
+            e.classification = Some(CLASSIFIER.classify_text(r, None));
+        }
+        run(&engine, &[e]).incidents.remove(0)
+    };
+    let timeout = "connect to mx.example.net[203.0.113.9]:25: Connection timed out";
+    let cases: Vec<(&str, Vec<Incident>, bool, &str)> = vec![
+        ("nothing open", vec![], false, "no open incidents"),
+        (
+            "one IP, three destinations",
+            vec![
+                incident("google", A, None),
+                incident("microsoft", A, None),
+                incident("yahoo", A, None),
+                incident("apple", B, None),
+            ],
+            true,
+            "198.51.100.25 is deferred by 3 destinations at once (google, microsoft, yahoo)",
+        ),
+        (
+            "different IPs",
+            vec![
+                incident("google", A, None),
+                incident("microsoft", B, None),
+                incident("yahoo", "198.51.100.27", None),
+            ],
+            false,
+            "3 destinations deferring, no sending IP shared by 3 or more",
+        ),
+        (
+            "our MTA cannot connect anywhere",
+            vec![
+                incident("a.example", A, Some(timeout)),
+                incident("b.example", B, Some(timeout)),
+                incident("c.example", "198.51.100.27", Some(timeout)),
+            ],
+            true,
+            "the sending MTA reports its own failures towards 3 destinations",
+        ),
+    ];
+    for (name, open, suspected, summary) in cases {
+        let o = overview(&open);
+        assert_eq!(o.sender_side_suspected, suspected, "{name}: {}", o.summary);
+        assert!(o.summary.starts_with(summary), "{name}: {}", o.summary);
+        assert_eq!(o.open_incidents, open.len(), "{name}");
+    }
 }

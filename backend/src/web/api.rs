@@ -20,6 +20,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(show_incident))
+        .route("/api/v1/overview", get(show_overview))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/rejects", get(list_rejects))
         .route("/api/v1/classify", axum::routing::post(classify))
@@ -290,6 +291,31 @@ async fn list_incidents(
         offset,
         has_more,
     }))
+}
+
+/// Most open incidents the overview reads; beyond that the overview says so.
+const OVERVIEW_LIMIT: i64 = 5000;
+
+/// `GET /api/v1/overview`: open incidents by phase, and whether the sender side is
+/// the common factor (one IP deferred by several destinations, or the MTA's own
+/// failures towards several).
+async fn show_overview(
+    State(state): State<AppState>,
+    _auth: ApiAuth,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let mut open = state
+        .store
+        .list_incidents(&IncidentFilter {
+            status: Some(Status::Open),
+            limit: OVERVIEW_LIMIT + 1,
+            ..Default::default()
+        })
+        .await?;
+    let truncated = open.len() as i64 > OVERVIEW_LIMIT;
+    open.truncate(OVERVIEW_LIMIT as usize);
+    let mut v = serde_json::to_value(crate::incidents::overview(&open)).unwrap_or_default();
+    v["truncated"] = truncated.into();
+    Ok(Json(v))
 }
 
 async fn show_incident(
