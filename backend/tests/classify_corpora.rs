@@ -1,7 +1,14 @@
-//! Accuracy against a corpus of real, cited replies (tests/corpus/replies.toml).
+//! Classification accuracy on cited corpora of real replies, per cause.
 //!
-//! Fails when fewer than 97 % of causes are right, when any code or enhanced code is
-//! parsed wrongly, or when any 5xx comes out as anything but `permanent`.
+//! - `corpus/replies.toml`: the reference corpus, written alongside the rules.
+//! - `corpus/blind.toml`: 252 replies gathered after the rules were written, none in the
+//!   reference corpus or a rule's `example`; measured at 86.5 % before round 2 tuned on
+//!   it (so today's figure is optimistic).
+//! - `corpus/blind2.toml`: 155 more, gathered after round 2; 77.4 % (and 8 codes parsed
+//!   wrongly) before round 3 tuned on it. The next unseen batch is the honest measure.
+//!
+//! Each fails when too few causes are right, when any code or enhanced code is parsed
+//! wrongly, or when any 5xx comes out as anything but `permanent`.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +21,7 @@ struct Corpus {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Entry {
     text: String,
     #[serde(default)]
@@ -29,23 +37,17 @@ struct Entry {
     set: Option<String>,
 }
 
-const MIN_ACCURACY: f64 = 0.97;
-
-#[test]
-fn corpus_accuracy_per_cause() {
-    let corpus: Corpus = toml::from_str(include_str!("corpus/replies.toml"))
-        .expect("tests/corpus/replies.toml parses");
+fn score(name: &str, toml_text: &str, min_entries: usize, min_accuracy: f64) {
+    let corpus: Corpus = toml::from_str(toml_text).unwrap_or_else(|e| panic!("{name} parses: {e}"));
     assert!(
-        corpus.reply.len() >= 300,
-        "corpus has only {} replies",
+        corpus.reply.len() >= min_entries,
+        "{name} has only {} replies",
         corpus.reply.len()
     );
     let c = Classifier::builtin();
-
     let mut per_cause: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    let mut wrong_cause = Vec::new();
-    let mut wrong_codes = Vec::new();
-    let mut temporary_5xx = Vec::new();
+    let (mut wrong_cause, mut wrong_codes, mut temporary_5xx) =
+        (Vec::new(), Vec::new(), Vec::new());
     let (mut blind_total, mut blind_right) = (0usize, 0usize);
     for e in &corpus.reply {
         assert!(
@@ -85,10 +87,9 @@ fn corpus_accuracy_per_cause() {
             ));
         }
     }
-
     let total: usize = per_cause.values().map(|v| v.1).sum();
     let right: usize = per_cause.values().map(|v| v.0).sum();
-    println!("accuracy per expected cause:");
+    println!("{name}, accuracy per expected cause:");
     for (cause, (ok, n)) in &per_cause {
         println!(
             "  {cause:<17} {ok:>4}/{n:<4} {:>6.1} %",
@@ -111,21 +112,50 @@ fn corpus_accuracy_per_cause() {
     for w in &wrong_cause {
         println!("  MISS {w}");
     }
-
     assert!(
         wrong_codes.is_empty(),
-        "codes parsed wrongly:\n{}",
+        "{name}: codes parsed wrongly:\n{}",
         wrong_codes.join("\n")
     );
     assert!(
         temporary_5xx.is_empty(),
-        "5xx not permanent:\n{}",
+        "{name}: 5xx not permanent:\n{}",
         temporary_5xx.join("\n")
     );
     assert!(
-        accuracy >= MIN_ACCURACY,
-        "cause accuracy {:.1} % is below {:.0} %",
+        accuracy >= min_accuracy,
+        "{name}: cause accuracy {:.1} % is below {:.0} %",
         100.0 * accuracy,
-        100.0 * MIN_ACCURACY
+        100.0 * min_accuracy
+    );
+}
+
+#[test]
+fn reference_corpus() {
+    score(
+        "corpus/replies.toml",
+        include_str!("corpus/replies.toml"),
+        300,
+        0.97,
+    );
+}
+
+#[test]
+fn blind_set() {
+    score(
+        "corpus/blind.toml",
+        include_str!("corpus/blind.toml"),
+        200,
+        0.95,
+    );
+}
+
+#[test]
+fn blind_set_2() {
+    score(
+        "corpus/blind2.toml",
+        include_str!("corpus/blind2.toml"),
+        150,
+        0.95,
     );
 }
