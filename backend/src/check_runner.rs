@@ -20,9 +20,12 @@ pub enum CheckSubject {
         ip: IpAddr,
         helo: Option<String>,
         sender_domain: Option<String>,
+        /// Selectors seen in events, checked with the configured ones.
+        dkim_selectors: Vec<String>,
     },
     Domain {
         domain: String,
+        dkim_selectors: Vec<String>,
     },
 }
 
@@ -31,7 +34,7 @@ impl CheckSubject {
     pub fn key(&self) -> String {
         match self {
             CheckSubject::Ip { ip, .. } => ip.to_string(),
-            CheckSubject::Domain { domain } => domain.clone(),
+            CheckSubject::Domain { domain, .. } => domain.clone(),
         }
     }
 }
@@ -166,18 +169,21 @@ async fn run_with(
             ip,
             helo,
             sender_domain,
+            dkim_selectors,
         } => {
-            let selectors = sender_domain
-                .as_ref()
-                .and_then(|d| inner.selectors.get(d))
-                .cloned()
-                .unwrap_or_default();
+            let selectors = merged(
+                sender_domain.as_ref().and_then(|d| inner.selectors.get(d)),
+                dkim_selectors,
+            );
             checker
                 .check_ip(*ip, helo.as_deref(), sender_domain.as_deref(), &selectors)
                 .await
         }
-        CheckSubject::Domain { domain } => {
-            let selectors = inner.selectors.get(domain).cloned().unwrap_or_default();
+        CheckSubject::Domain {
+            domain,
+            dkim_selectors,
+        } => {
+            let selectors = merged(inner.selectors.get(domain), dkim_selectors);
             checker.check_domain(domain, &selectors).await
         }
     };
@@ -188,6 +194,17 @@ async fn run_with(
     Ok((report, changes))
 }
 
+/// Configured selectors first, then those seen in events, without repeats.
+fn merged(configured: Option<&Vec<String>>, seen: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = configured.cloned().unwrap_or_default();
+    for s in seen {
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    out
+}
+
 /// The subjects worth checking for an incident: its affected IPs (the most deferred
 /// first), one unaffected IP to compare with, the sender domain, and the destination.
 pub fn subjects_for(inc: &Incident) -> Vec<CheckSubject> {
@@ -196,6 +213,11 @@ pub fn subjects_for(inc: &Incident) -> Vec<CheckSubject> {
         .sorted()
         .first()
         .map(|(d, _)| d.to_string());
+    let selectors: Vec<String> = sender_domain
+        .as_ref()
+        .and_then(|d| inc.dkim_selectors.get(d))
+        .cloned()
+        .unwrap_or_default();
     let mut affected: Vec<(&String, u64)> = inc
         .routes
         .iter()
@@ -220,15 +242,20 @@ pub fn subjects_for(inc: &Incident) -> Vec<CheckSubject> {
                 ip: addr,
                 helo: inc.routes.get(ip).and_then(|r| r.helos.first().cloned()),
                 sender_domain: sender_domain.clone(),
+                dkim_selectors: selectors.clone(),
             })
         })
         .collect();
     if let Some(d) = &sender_domain {
-        out.push(CheckSubject::Domain { domain: d.clone() });
+        out.push(CheckSubject::Domain {
+            domain: d.clone(),
+            dkim_selectors: selectors.clone(),
+        });
     }
     if let Some((d, _)) = inc.recipient_domains.sorted().first() {
         out.push(CheckSubject::Domain {
             domain: d.to_string(),
+            dkim_selectors: Vec::new(),
         });
     }
     out.dedup();

@@ -74,6 +74,9 @@ pub struct NewEvent {
     pub attempt: Option<i32>,
     pub pool: Option<String>,
     pub message_id: Option<String>,
+    /// DKIM selector the message was signed with, when the source reports it; the
+    /// checks then test that key.
+    pub dkim_selector: Option<String>,
     /// The item exactly as the source sent it (JSON text), kept as evidence.
     pub raw: String,
 }

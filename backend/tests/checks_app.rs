@@ -13,15 +13,19 @@ use std::time::Duration;
 use support::{Backend, TestApp, event, ndjson};
 
 fn zones() -> Vec<String> {
+    let dkim = dns_support::txt_strings(&format!("v=DKIM1; k=rsa; p={}", dns_support::RSA_2048));
     vec![
         zone(
             "sender.test",
-            r#"
+            &format!(
+                r#"
 mail      A    192.0.2.10
 @         TXT  "v=spf1 ip4:192.0.2.0/24 -all"
 _dmarc    TXT  "v=DMARC1; p=quarantine; rua=mailto:dmarc@sender.test"
+s1._domainkey TXT {dkim}
 @         MX   10 mail.sender.test.
-"#,
+"#
+            ),
         ),
         zone(
             "2.0.192.in-addr.arpa",
@@ -64,6 +68,7 @@ async fn run(b: Backend) {
     let mut e = event("deferred", "2026-11-20T10:00:00Z", "192.0.2.10", Some("1"));
     e["helo"] = "mail.sender.test".into();
     e["sender"] = "news@sender.test".into();
+    e["dkim_selector"] = "s1".into();
     let (s, r) = app.post_events(&ndjson(&[e])).await;
     assert_eq!(s, 200, "{r}");
     let id = r["incident_ids"][0].as_i64().unwrap();
@@ -95,6 +100,10 @@ async fn run(b: Backend) {
     assert_eq!(by_name(&latest, "spf")["verdict"], "pass");
     assert_eq!(by_name(&latest, "dnsbl:bl.test")["verdict"], "pass");
     assert_eq!(by_name(&latest, "dmarc")["verdict"], "pass", "{latest}");
+    // The selector came with the event, not from configuration.
+    let dkim = by_name(&latest, "dkim");
+    assert_eq!(dkim["verdict"], "pass", "{dkim}");
+    assert!(dkim["detail"].as_str().unwrap().contains("s1"), "{dkim}");
 
     // The IP gets listed; an on-demand run sees it and records the change.
     dns.load(&zone(
@@ -105,7 +114,7 @@ async fn run(b: Backend) {
         .client
         .post(format!("{}/api/v1/checks", app.base))
         .bearer_auth(&app.api_token)
-        .json(&json!({"ip": "192.0.2.10", "helo": "mail.sender.test", "sender_domain": "sender.test"}))
+        .json(&json!({"ip": "192.0.2.10", "helo": "mail.sender.test", "sender_domain": "sender.test", "dkim_selectors": ["s1"]}))
         .send()
         .await
         .unwrap();

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 const MAX_RECIPIENT_DOMAINS: usize = 500;
 const MAX_ROUTES: usize = 256;
 const MAX_SENDER_DOMAINS: usize = 50;
+const MAX_SELECTORS_PER_DOMAIN: usize = 8;
 const MAX_MX_HOSTS: usize = 128;
 const MAX_REPLIES: usize = 40;
 const MAX_HELOS_PER_ROUTE: usize = 4;
@@ -197,6 +198,7 @@ impl Engine {
             mx_hosts: BTreeMap::new(),
             recipient_domains: Tally::default(),
             sender_domains: Tally::default(),
+            dkim_selectors: BTreeMap::new(),
             causes: BTreeMap::new(),
             origins: BTreeMap::new(),
             stages: BTreeMap::new(),
@@ -233,6 +235,20 @@ impl Engine {
                 && route.helos.len() < MAX_HELOS_PER_ROUTE
             {
                 route.helos.push(h.clone());
+            }
+        }
+        if let (Some(sel), Some((_, domain))) = (
+            &ev.dkim_selector,
+            ev.sender.as_deref().and_then(|s| s.rsplit_once('@')),
+        ) {
+            let domain = domain.to_ascii_lowercase();
+            if inc.dkim_selectors.contains_key(&domain)
+                || inc.dkim_selectors.len() < MAX_SENDER_DOMAINS
+            {
+                let list = inc.dkim_selectors.entry(domain).or_default();
+                if !list.contains(sel) && list.len() < MAX_SELECTORS_PER_DOMAIN {
+                    list.push(sel.clone());
+                }
             }
         }
         let hour = t.timestamp().div_euclid(3600) * 3600;

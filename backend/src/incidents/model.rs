@@ -168,6 +168,9 @@ pub struct Incident {
     /// Envelope-sender domains of the deferred messages.
     #[serde(default)]
     pub sender_domains: Tally,
+    /// DKIM selectors reported with the events, per sender domain.
+    #[serde(default)]
+    pub dkim_selectors: BTreeMap<String, Vec<String>>,
     pub causes: BTreeMap<String, u64>,
     /// `remote` (the receiver said it) or `local` (the sending MTA made it up, e.g. a
     /// connect timeout): local deferrals never make the receiver look guilty.

@@ -60,6 +60,7 @@ fn ev_to(kind: EventType, minutes: i64, ip: &str, domain: &str) -> NewEvent {
         attempt: None,
         pool: None,
         message_id: None,
+        dkim_selector: None,
         raw: "{}".into(),
     }
 }

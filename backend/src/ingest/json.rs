@@ -103,6 +103,8 @@ struct EventInput<'a> {
     pool: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     message_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    dkim_selector: Option<Cow<'a, str>>,
 }
 
 /// What the adapter needs from the server around it.
@@ -401,6 +403,26 @@ fn normalize(i: EventInput<'_>, raw: &str, ctx: &Context<'_>) -> Result<NewEvent
         attempt,
         pool: text(&i.pool, "pool", 255)?.map(str::to_string),
         message_id: text(&i.message_id, "message_id", MAX_FIELD_BYTES)?.map(str::to_string),
+        dkim_selector: text(&i.dkim_selector, "dkim_selector", 255)?
+            .map(|s| {
+                // RFC 6376 §3.1: a selector is one or more DNS labels.
+                let s = s.to_ascii_lowercase();
+                let ok = s.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+                if ok {
+                    Ok(s)
+                } else {
+                    Err(reject(
+                        "dkim_selector",
+                        format!("{s:?} is not a DKIM selector"),
+                    ))
+                }
+            })
+            .transpose()?,
         raw: raw.to_string(),
     })
 }

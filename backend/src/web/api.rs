@@ -490,6 +490,8 @@ struct CheckRequest {
     domain: Option<String>,
     helo: Option<String>,
     sender_domain: Option<String>,
+    #[serde(default)]
+    dkim_selectors: Vec<String>,
 }
 
 /// `POST /api/v1/checks`: run the checks for an IP (`{"ip", "helo"?, "sender_domain"?}`)
@@ -509,10 +511,12 @@ async fn run_checks(
                 .map_err(|_| AppError::bad("ip", format!("{ip:?} is not an IP address")))?,
             helo: req.helo.filter(|h| !h.trim().is_empty()),
             sender_domain: req.sender_domain.filter(|d| !d.trim().is_empty()),
+            dkim_selectors: req.dkim_selectors.clone(),
         },
         (None, Some(d)) if crate::checks::names::hostname_syntax(d.trim()).is_ok() => {
             CheckSubject::Domain {
                 domain: d.trim().trim_end_matches('.').to_ascii_lowercase(),
+                dkim_selectors: req.dkim_selectors.clone(),
             }
         }
         (None, Some(d)) => {
