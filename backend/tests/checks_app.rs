@@ -75,7 +75,8 @@ async fn run(b: Backend) {
 
     // Opening the incident queued checks of its IP; wait for them to be stored.
     let mut latest = serde_json::Value::Null;
-    for _ in 0..100 {
+    // Up to 30 s: generous for a loaded CI machine; it takes well under a second here.
+    for _ in 0..300 {
         let (_, v) = app.get("/api/v1/checks?subject=192.0.2.10").await;
         if v["latest"]
             .as_array()
