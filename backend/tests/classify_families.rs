@@ -38,6 +38,52 @@ const CASES: &[(&str, &str)] = &[
     ),
     ("450 4.7.1 Sending quota exceeded", "rate_limit"),
     ("452 4.2.2 Mailbox quota exceeded", "mailbox"),
+    // Round 4 families (blind3 misses generalised).
+    ("421 4.7.1 Sender quota reached", "rate_limit"),
+    ("451 4.7.0 Hourly quota limit exceeded", "rate_limit"),
+    ("452 4.2.2 Quota exceeded", "mailbox"),
+    (
+        "450 4.2.0 <a@b.example>: Recipient address rejected: Delayed by sqlgrey",
+        "greylisting",
+    ),
+    (
+        "451 4.7.1 Deferred by greylisting, retry later",
+        "greylisting",
+    ),
+    (
+        "milter-reject: RCPT from x.example[192.0.2.1]: 4.7.1 Try again later; from=<a@b> to=<c@d> proto=ESMTP",
+        "greylisting",
+    ),
+    (
+        "451 Internal resource is temporarily unavailable - see docs",
+        "greylisting",
+    ),
+    ("permanent error: 5.1.1 user unknown", "permanent"),
+    (
+        "Permanent(Response { code: 550, message: [\"blocked\"] })",
+        "permanent",
+    ),
+    (
+        "SSL_connect error to mx.example.com[192.0.2.1]:25: -1",
+        "tls_required",
+    ),
+    (
+        "450 Network error when connecting to MX server mx.example.com[192.0.2.1] for example.com: Connection timed out",
+        "network",
+    ),
+    (
+        "Error: [452] 4.3.1 Insufficient system storage",
+        "server_busy",
+    ),
+    (
+        "failed: (451, b'4.3.0 Error: queue file write error')",
+        "server_busy",
+    ),
+    (
+        "Send failed (554 Blocked - see https://ipcheck.proofpoint.com/?ip=192.0.2.1)",
+        "permanent",
+    ),
+    ("rejected: 554-Transaction failed", "permanent"),
     ("452 4.2.2 <a@b>: quota exceeded", "mailbox"),
     ("451 4.7.1 Please try again in 5 minutes", "greylisting"),
     ("450 4.7.1 Graylisted, retry in 300 seconds", "greylisting"),

@@ -342,6 +342,10 @@ fn looks_local(reply: &Reply) -> bool {
         || reply.enhanced.is_some_and(|e| e.subject == 4)
         || reply.text.contains("[internal]")
         || reply.text.contains("KumoMTA internal")
+        // ZoneMTA puts its own 450 in front of its connection and DNS errors
+        // ("450 Network error when connecting to MX server …: Connection refused").
+        || reply.text.starts_with("Network error when connecting to MX server")
+        || reply.text.starts_with("DNS error")
 }
 
 /// The compiled rules. Build once and share (`Arc<Classifier>`); classification takes

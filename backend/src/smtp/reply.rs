@@ -270,7 +270,7 @@ pub fn parse_reply(input: &str) -> Reply {
     // some clients write the code in parentheses ("permanent error (554): 5.7.1 …"): try
     // once more on a normalised copy before giving up on a code.
     let input = truncate(input, MAX_INPUT_BYTES);
-    if input.contains('\n') || input.contains("): ") {
+    if input.bytes().any(|c| c.is_ascii_digit()) {
         let normalised = normalise_wrapped(input);
         let again = parse_spaced(&normalised);
         if again.code.is_some() {
@@ -280,7 +280,9 @@ pub fn parse_reply(input: &str) -> Reply {
     reply
 }
 
-/// Runs of whitespace become one space, and "(NNN): " becomes "NNN ".
+/// Runs of whitespace become one space, and the first code that a client wrapped in
+/// punctuation is unwrapped into a clause of its own: "(NNN): ", "[NNN] " and Python's
+/// "(NNN, b'" / "(NNN, '" become ": NNN ", and "NNN: x.y.z" becomes "NNN x.y.z".
 fn normalise_wrapped(input: &str) -> String {
     let mut out = String::with_capacity(input.len());
     let mut last_space = false;
@@ -295,20 +297,51 @@ fn normalise_wrapped(input: &str) -> String {
             last_space = false;
         }
     }
-    let b = out.as_bytes();
-    let mut i = 0;
-    while i + 7 <= b.len() {
-        if b[i] == b'('
-            && b[i + 1..i + 4].iter().all(u8::is_ascii_digit)
-            && &b[i + 4..i + 7] == b"): "
-        {
-            let code = out[i + 1..i + 4].to_string();
-            out.replace_range(i..i + 7, &format!("{code} "));
-            break;
-        }
-        i += 1;
+    if let Some((start, end, code)) = wrapped_code(out.as_bytes()) {
+        out.replace_range(start..end, &format!(": {code} "));
     }
     out
+}
+
+/// The first client-wrapped 4xx/5xx code: its byte range and the three digits.
+fn wrapped_code(b: &[u8]) -> Option<(usize, usize, String)> {
+    let digits = |i: usize| {
+        b.get(i..i + 3).is_some_and(|d| {
+            matches!(d[0], b'4' | b'5') && matches!(d[1], b'0'..=b'5') && d[2].is_ascii_digit()
+        })
+    };
+    let text = |i: usize| String::from_utf8_lossy(&b[i..i + 3]).into_owned();
+    for i in 0..b.len() {
+        match b[i] {
+            b'(' | b'[' if digits(i + 1) => {
+                let close = if b[i] == b'(' { b')' } else { b']' };
+                let rest = &b[i + 4..];
+                let skip = if rest.starts_with(&[close, b':', b' ']) {
+                    3
+                } else if rest.starts_with(&[close, b' ']) {
+                    2
+                } else if b[i] == b'(' && rest.starts_with(b", b'") {
+                    4
+                } else if b[i] == b'(' && (rest.starts_with(b", '") || rest.starts_with(b", \"")) {
+                    3
+                } else {
+                    continue;
+                };
+                return Some((i, i + 4 + skip, text(i + 1)));
+            }
+            _ if digits(i)
+                && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.'))
+                && b.get(i + 3..i + 5) == Some(b": ".as_slice())
+                && b.len() > i + 5
+                && EnhancedCode::parse_prefix(&b[i + 5..]).is_some() =>
+            {
+                // "550: 5.7.1 …": the colon after the code goes.
+                return Some((i, i + 5, text(i)));
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn parse_spaced(input: &str) -> Reply {
@@ -574,7 +607,7 @@ fn clause_head(b: &[u8], i: usize) -> bool {
         return true;
     }
     match b[j - 1] {
-        b':' | b'\n' | b'\r' => true,
+        b':' | b'\n' | b'\r' | b'(' => true,
         b'-' => j >= 2 && b[j - 2] == b' ' && j < i,
         _ => false,
     }
@@ -583,7 +616,14 @@ fn clause_head(b: &[u8], i: usize) -> bool {
 /// A space and then text after the code at `end`: a word of two letters or more that is not
 /// a unit (so "timeout: 450 seconds" is no code), an address or a bracket.
 fn words_follow(b: &[u8], end: usize) -> bool {
-    if b.get(end) != Some(&b' ') {
+    // "550-Requested action not taken": the first line of a multi-line reply.
+    let dash_word = b.get(end) == Some(&b'-')
+        && b[end + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .count()
+            >= 2;
+    if b.get(end) != Some(&b' ') && !dash_word {
         return false;
     }
     let rest = &b[end + 1..];
@@ -1254,6 +1294,54 @@ mod tests {
         ] {
             assert_eq!(parse_reply(text).code, Some(code), "{text:?}");
         }
+        // Codes a client wrapped in punctuation (round 4, tests/corpus/blind3.toml).
+        for (text, code, enhanced) in [
+            (
+                "550: 5.7.1 Message rejected due to local policy",
+                550,
+                Some("5.7.1"),
+            ),
+            (
+                "Error SMTP (451): (Temporary local problem - please try later).",
+                451,
+                None,
+            ),
+            (
+                "SMTP Fehler: [451] 4.3.0 Error: queue file write error",
+                451,
+                Some("4.3.0"),
+            ),
+            (
+                "{'a@b.example': (451, b'4.3.0 Error: queue file write error')}",
+                451,
+                Some("4.3.0"),
+            ),
+            (
+                "all recipients were rejected: 550-Requested action not taken: mailbox unavailable",
+                550,
+                None,
+            ),
+            (
+                "DEFERRED[network] from=a@b (554 Blocked - see https://example.com)",
+                554,
+                None,
+            ),
+        ] {
+            let r = parse_reply(text);
+            assert_eq!(r.code, Some(code), "{text:?}");
+            assert_eq!(
+                r.enhanced.map(|e| e.to_string()).as_deref(),
+                enhanced,
+                "{text:?}"
+            );
+        }
+        assert_eq!(parse_reply("blocked (550 times)").code, None);
+        assert_eq!(parse_reply("waited (450 seconds)").code, None);
+        // Ports are not reply codes (RFC 5321 replies have a second digit 0-5).
+        assert_eq!(
+            parse_reply("connect to smtp.example.com:587: 5.7.0 Authentication required").code,
+            None
+        );
         // Prose numbers after a colon are still not codes.
         assert_eq!(parse_reply("timeout: 300 seconds").code, None);
         assert_eq!(parse_reply("retry in: 450 s").code, None);
