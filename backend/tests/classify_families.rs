@@ -230,6 +230,34 @@ const CASES: &[(&str, &str)] = &[
     ("452 4.3.1 Insufficient system storage", "server_busy"),
     ("421 4.3.2 Service shutting down", "server_busy"),
     ("451 4.7.1 Please try again in 15 minutes", "greylisting"),
+    // Round 5 (families widened after blind4 was scored).
+    ("451 4.3.0 Scanner busy, please try again", "server_busy"),
+    ("421 4.3.2 System is busy, try again later", "server_busy"),
+    ("421 Server busy, try again later", "server_busy"),
+    (
+        "421 mx.example.net no free connection slots",
+        "connection_limit",
+    ),
+    ("421 Out of connection slots, try later", "connection_limit"),
+    (
+        "450 4.2.1 Recipient account temporarily unavailable",
+        "mailbox",
+    ),
+    (
+        "450 4.1.8 Invalid sender domain example.invalid",
+        "authentication",
+    ),
+    ("451 4.5.0 Temporary MTA failure, try again", "server_busy"),
+    ("451 4.4.2 Message was prematurely terminated", "network"),
+    (
+        "451 Internal resources temporarily unavailable",
+        "greylisting",
+    ),
+    ("451 4.7.321 STARTTLS-not-supported", "tls_required"),
+    (
+        "KumoMTA internal: scheduled queue is suspended: too many 421s",
+        "rate_limit",
+    ),
 ];
 
 #[test]
