@@ -28,10 +28,6 @@ impl ManualClock {
     pub fn set(&self, at: DateTime<Utc>) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = at;
     }
-    pub fn advance(&self, by: chrono::Duration) {
-        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *t += by;
-    }
 }
 
 impl Clock for ManualClock {

@@ -85,9 +85,6 @@ impl NewEvent {
     pub fn cause(&self) -> Option<Cause> {
         self.classification.as_ref().map(|c| c.cause)
     }
-    pub fn action(&self) -> Option<Action> {
-        self.classification.as_ref().map(|c| c.action)
-    }
 }
 
 /// An event as read back from the store.

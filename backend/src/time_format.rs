@@ -19,10 +19,6 @@ pub fn fmt(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-pub fn to_millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
 pub fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }

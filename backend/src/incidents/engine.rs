@@ -44,15 +44,6 @@ impl Timeline {
             .enumerate()
             .filter(|(i, _)| self.dirty[*i])
     }
-
-    pub fn into_changed(self) -> Vec<(usize, Incident)> {
-        let dirty = self.dirty;
-        self.incidents
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| dirty[*i])
-            .collect()
-    }
 }
 
 #[derive(Clone, Debug)]
