@@ -2,7 +2,7 @@
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::incidents::Engine;
+use crate::incidents::{Engine, EngineHandle};
 use crate::ingest::Committer;
 use crate::metrics::Metrics;
 use crate::smtp::Classifier;
@@ -19,14 +19,48 @@ use tower_http::trace::TraceLayer;
 pub struct Inner {
     pub config: Config,
     pub store: DynStore,
-    pub engine: Arc<Engine>,
+    pub engine: EngineHandle,
     pub classifier: Arc<Classifier>,
     pub clock: Arc<dyn Clock>,
     pub committer: Committer,
     pub metrics: Metrics,
     pub tokens: TokenCache,
     pub ingest_slots: Arc<Semaphore>,
-    pub checks: crate::check_runner::CheckRunner,
+    checks: std::sync::RwLock<crate::check_runner::CheckRunner>,
+    /// The configuration with the settings saved in the browser laid over it.
+    effective: std::sync::RwLock<Arc<Config>>,
+    /// Started with `serve --demo`: pages say the data is generated.
+    pub demo: std::sync::atomic::AtomicBool,
+}
+
+impl Inner {
+    pub fn checks(&self) -> crate::check_runner::CheckRunner {
+        self.checks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn effective(&self) -> Arc<Config> {
+        self.effective
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts new settings to work: the engine's thresholds at once, the checks from
+    /// their next run (a fresh runner; the old one finishes what it queued).
+    pub fn reconfigure(&self, cfg: Config) -> Result<(), crate::checks::CheckError> {
+        let runner = crate::check_runner::CheckRunner::spawn(&cfg.checks, self.store.clone())?;
+        self.engine.set(Engine::new(cfg.thresholds.clone()));
+        *self.checks.write().unwrap_or_else(|e| e.into_inner()) = runner;
+        *self.effective.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(cfg);
+        Ok(())
+    }
+
+    pub fn is_demo(&self) -> bool {
+        self.demo.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 #[derive(Clone)]
@@ -48,7 +82,7 @@ impl AppState {
         classifier: Classifier,
     ) -> Result<Self, crate::checks::CheckError> {
         let checks = crate::check_runner::CheckRunner::spawn(&config.checks, store.clone())?;
-        let engine = Arc::new(Engine::new(config.thresholds.clone()));
+        let engine = EngineHandle::new(Engine::new(config.thresholds.clone()));
         let committer = Committer::spawn(
             store.clone(),
             engine.clone(),
@@ -56,7 +90,9 @@ impl AppState {
             config.group_commit_max_events,
         );
         Ok(AppState(Arc::new(Inner {
-            checks,
+            checks: std::sync::RwLock::new(checks),
+            effective: std::sync::RwLock::new(Arc::new(config.clone())),
+            demo: std::sync::atomic::AtomicBool::new(false),
             tokens: TokenCache::new(config.token_cache_ttl),
             ingest_slots: Arc::new(Semaphore::new(config.max_ingest_concurrency)),
             config,
@@ -75,6 +111,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::ingest::http::router(&state))
         .merge(crate::web::api::router())
+        .merge(crate::web::pages::router(&state))
         .layer(CatchPanicLayer::custom(|_| {
             crate::web::error::AppError::Internal("handler panicked".into()).into_response()
         }))
@@ -110,7 +147,7 @@ pub fn spawn_background(state: AppState, mut shutdown: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    match s.store.sweep(&s.engine, s.clock.now()).await {
+                    match s.store.sweep(&s.engine.get(), s.clock.now()).await {
                         Ok(r) if r.recovered + r.stale > 0 => tracing::info!(recovered = r.recovered, stale = r.stale, "sweep"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "sweep failed"),
@@ -120,16 +157,15 @@ pub fn spawn_background(state: AppState, mut shutdown: watch::Receiver<bool>) {
             }
         }
     });
-    if state.checks.enabled() {
+    if state.checks().enabled() {
         let s = state.clone();
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(s.config.checks.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
             loop {
+                // Read each time: the interval can change in the settings page.
+                let interval = s.effective().checks.interval;
                 tokio::select! {
-                    _ = tick.tick() => {
+                    _ = tokio::time::sleep(interval) => {
                         let filter = crate::store::IncidentFilter {
                             status: Some(crate::incidents::Status::Open),
                             limit: 1000,
@@ -140,7 +176,7 @@ pub fn spawn_background(state: AppState, mut shutdown: watch::Receiver<bool>) {
                                 let mut subjects: Vec<_> = open.iter().flat_map(crate::check_runner::subjects_for).collect();
                                 subjects.sort_by_key(|s| s.key());
                                 subjects.dedup_by_key(|s| s.key());
-                                s.checks.enqueue(subjects);
+                                s.checks().enqueue(subjects);
                             }
                             Err(e) => tracing::warn!(error = %e, "periodic checks: cannot list open incidents"),
                         }
@@ -178,9 +214,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     spawn_background(state.clone(), stop_rx);
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // The peer address feeds login throttling per client.
+    let result = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     let _ = stop_tx.send(true);
     result
 }

@@ -364,7 +364,7 @@ async fn seed(srv: &Server, events: usize, destinations: usize) -> Result<Durati
             n += 1;
             if batch.events.len() >= chunk {
                 srv.store
-                    .record_events(&[std::mem::take(&mut batch)], &srv.state.engine, now)
+                    .record_events(&[std::mem::take(&mut batch)], &srv.state.engine.get(), now)
                     .await
                     .map_err(|e| e.to_string())?;
             }
@@ -372,7 +372,7 @@ async fn seed(srv: &Server, events: usize, destinations: usize) -> Result<Durati
     }
     if !batch.events.is_empty() {
         srv.store
-            .record_events(&[batch], &srv.state.engine, now)
+            .record_events(&[batch], &srv.state.engine.get(), now)
             .await
             .map_err(|e| e.to_string())?;
     }

@@ -44,6 +44,10 @@ pub enum Command {
     /// Manage API tokens for the read API and /metrics.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Manage dashboard users (passwords are read from a prompt, or from stdin when
+    /// it is not a terminal).
+    #[command(subcommand)]
+    User(UserCmd),
     /// Let time pass for open incidents once (recovered / stale), then exit.
     Sweep,
     /// Delete raw events older than the retention, then exit.
@@ -103,6 +107,25 @@ pub enum TokenCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Create a user.
+    Add {
+        name: String,
+        #[arg(long, default_value = "viewer", value_parser = ["admin", "viewer"])]
+        role: String,
+    },
+    List,
+    /// Set a new password; the user's sessions end.
+    Passwd {
+        name: String,
+    },
+    /// Delete a user and end their sessions.
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum CheckCmd {
     /// PTR/FCrDNS, HELO, SPF, blocklists for a sending IP (DKIM/DMARC with a sender domain).
     Ip {
@@ -146,6 +169,31 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "DEFERWATCH_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Fill a fresh embedded database with a labelled demo data set, generated
+    /// relative to now and fed through the real ingest path.
+    #[arg(long)]
+    pub demo: bool,
+    /// Where users reach the dashboard, e.g. https://deferwatch.example.com.
+    #[arg(long, env = "DEFERWATCH_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// How long a browser login lasts.
+    #[arg(long, env = "DEFERWATCH_SESSION_TTL", value_parser = humantime::parse_duration)]
+    pub session_ttl: Option<Duration>,
+    /// Email addresses that receive escalation reports (comma-separated).
+    #[arg(
+        long = "report-recipient",
+        env = "DEFERWATCH_REPORT_RECIPIENTS",
+        value_delimiter = ','
+    )]
+    pub report_recipients: Vec<String>,
+    /// SMTP relay for reports: smtp://host:port or smtps://user:pass@host:port.
+    #[arg(long, env = "DEFERWATCH_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    #[arg(long, env = "DEFERWATCH_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// Your organisation, named in escalation reports.
+    #[arg(long, env = "DEFERWATCH_SENDER_ORG")]
+    pub sender_org: Option<String>,
     #[arg(long, env = "DEFERWATCH_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
     #[arg(long, env = "DEFERWATCH_MAX_BATCH_EVENTS")]
@@ -239,6 +287,12 @@ impl ServeArgs {
             prune_interval: self.prune_interval,
             token_cache_ttl: self.token_cache_ttl,
             rules_file: None,
+            public_url: self.public_url.clone(),
+            session_ttl: self.session_ttl,
+            report_recipients: non_empty(&self.report_recipients),
+            smtp_url: self.smtp_url.clone(),
+            smtp_from: self.smtp_from.clone(),
+            sender_org: self.sender_org.clone(),
             checks: crate::config::FileChecks {
                 enabled: self.checks,
                 nameservers: non_empty(&self.nameservers),
@@ -310,8 +364,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match &cli.command {
         Command::Serve(args) => {
-            let cfg = load_config(&cli, Some(args))?;
+            let mut cfg = load_config(&cli, Some(args))?;
+            if args.demo {
+                prepare_demo_database(&mut cfg, cli.database_url.is_some())?;
+            }
             let store = open_store(&cfg).await?;
+            if args.demo && !store.list_sources().await?.is_empty() {
+                return Err(CliError::Usage(
+                    "--demo fills a fresh database, and this one already has sources: \
+                     drop --database-url to use the throwaway ./data/demo.db"
+                        .into(),
+                ));
+            }
+            apply_saved_settings(&store, &mut cfg).await?;
             let listener = tokio::net::TcpListener::bind(cfg.listen)
                 .await
                 .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", cfg.listen)))?;
@@ -327,6 +392,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             );
             let state = crate::app::AppState::new(cfg, store, clock, classifier)
                 .map_err(|e| CliError::Usage(format!("checks: {e}")))?;
+            if args.demo {
+                crate::demo::seed(&state, listener.local_addr()?).await?;
+            }
             crate::app::serve(state, listener, shutdown_signal()).await?;
             Ok(())
         }
@@ -433,6 +501,58 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                         )));
                     }
                     println!("API token {name:?} revoked");
+                }
+            }
+            Ok(())
+        }
+        Command::User(cmd) => {
+            let cfg = load_config(&cli, None)?;
+            let store = open_store(&cfg).await?;
+            match cmd {
+                UserCmd::Add { name, role } => {
+                    let password = read_password()?;
+                    crate::web::session::validate_credentials(name, &password)
+                        .map_err(|(f, r)| CliError::Usage(format!("{f}: {r}")))?;
+                    let hash = crate::web::session::hash_password(&password)
+                        .map_err(|e| CliError::Usage(e.to_string()))?;
+                    let role: crate::store::web::Role = role.parse().map_err(CliError::Usage)?;
+                    match store.create_user(name, &hash, role, clock.now()).await {
+                        Ok(_) => println!("user {name:?} created ({})", role.as_str()),
+                        Err(store::StoreError::Conflict(_)) => {
+                            return Err(CliError::Usage(format!("user {name:?} already exists")));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                UserCmd::List => {
+                    for u in store.list_users().await? {
+                        println!(
+                            "{:<24} {:<7} created {}  last login {}",
+                            u.username,
+                            u.role.as_str(),
+                            crate::time_format::fmt(u.created_at),
+                            u.last_login_at
+                                .map(crate::time_format::fmt)
+                                .unwrap_or_else(|| "never".into())
+                        );
+                    }
+                }
+                UserCmd::Passwd { name } => {
+                    let password = read_password()?;
+                    crate::web::session::validate_credentials(name, &password)
+                        .map_err(|(f, r)| CliError::Usage(format!("{f}: {r}")))?;
+                    let hash = crate::web::session::hash_password(&password)
+                        .map_err(|e| CliError::Usage(e.to_string()))?;
+                    if !store.set_password(name, &hash).await? {
+                        return Err(CliError::Usage(format!("no user named {name:?}")));
+                    }
+                    println!("password of {name:?} changed; their sessions ended");
+                }
+                UserCmd::Remove { name } => {
+                    if !store.delete_user(name).await? {
+                        return Err(CliError::Usage(format!("no user named {name:?}")));
+                    }
+                    println!("user {name:?} removed");
                 }
             }
             Ok(())
@@ -644,4 +764,82 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// A password from a prompt (asked twice), or the first line of stdin when it is not
+/// a terminal, so scripts can pipe it in without it showing in `ps`.
+fn read_password() -> Result<String, CliError> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password("Password: ")?;
+        let b = rpassword::prompt_password("Repeat password: ")?;
+        if a != b {
+            return Err(CliError::Usage("the passwords differ".into()));
+        }
+        Ok(a)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let p = line.trim_end_matches(['\n', '\r']).to_string();
+        if p.is_empty() {
+            return Err(CliError::Usage("no password on standard input".into()));
+        }
+        Ok(p)
+    }
+}
+
+/// `serve --demo` without a database URL uses its own throwaway file, recreated at each
+/// start so the data is always relative to now and never mixes with real data.
+fn prepare_demo_database(cfg: &mut Config, explicit_url: bool) -> Result<(), CliError> {
+    if explicit_url {
+        return Ok(());
+    }
+    let path = std::path::Path::new("./data/demo.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(CliError::Usage(format!(
+                    "cannot reset {}: {e}",
+                    p.display()
+                )));
+            }
+        }
+    }
+    cfg.database_url = "sqlite://./data/demo.db".into();
+    // The demo's IPs are documentation addresses: asking real blocklists about them
+    // would only produce noise, so the demo brings its own check results.
+    cfg.checks.enabled = false;
+    Ok(())
+}
+
+/// Settings saved in the browser win over the file and environment. A saved value that
+/// no longer validates (say, a blocklist table this version dropped) is reported and
+/// skipped, never half-applied.
+async fn apply_saved_settings(store: &DynStore, cfg: &mut Config) -> Result<(), CliError> {
+    let Some(doc) = store.setting(crate::web::settings::SETTINGS_KEY).await? else {
+        return Ok(());
+    };
+    let saved: crate::web::settings::RuntimeSettings = match serde_json::from_str(&doc) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "saved settings are unreadable; using the configuration file");
+            return Ok(());
+        }
+    };
+    let mut candidate = cfg.clone();
+    match crate::web::settings::apply(&saved.values, &mut candidate) {
+        Ok(()) => {
+            *cfg = candidate;
+            tracing::info!("settings saved in the dashboard applied");
+        }
+        Err(errors) => {
+            for (field, reason) in errors {
+                tracing::error!(field = %field, reason = %reason, "saved setting invalid; using the configuration file");
+            }
+        }
+    }
+    Ok(())
 }

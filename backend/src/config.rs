@@ -54,6 +54,18 @@ pub struct Config {
     /// The operator's own classification rules, tried before the built-in ones.
     pub rules_file: Option<PathBuf>,
     pub checks: ChecksConfig,
+    /// Where users reach the dashboard (`https://…` makes cookies `Secure`; links in
+    /// emails point here).
+    pub public_url: Option<String>,
+    /// How long a login lasts.
+    pub session_ttl: Duration,
+    /// Who receives escalation reports and notifications by email.
+    pub report_recipients: Vec<String>,
+    /// `smtp://host:port` or `smtps://user:pass@host:port` of the relay for reports.
+    pub smtp_url: Option<String>,
+    pub smtp_from: Option<String>,
+    /// The sending organisation named in escalation reports.
+    pub sender_org: Option<String>,
 }
 
 /// Sender- and destination-side DNS checks.
@@ -206,6 +218,12 @@ impl Default for Config {
             token_cache_ttl: Duration::from_secs(10),
             rules_file: None,
             checks: ChecksConfig::default(),
+            public_url: None,
+            session_ttl: Duration::from_secs(7 * 86_400),
+            report_recipients: Vec::new(),
+            smtp_url: None,
+            smtp_from: None,
+            sender_org: None,
         }
     }
 }
@@ -236,6 +254,13 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     pub token_cache_ttl: Option<Duration>,
     pub rules_file: Option<PathBuf>,
+    pub public_url: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub session_ttl: Option<Duration>,
+    pub report_recipients: Option<Vec<String>>,
+    pub smtp_url: Option<String>,
+    pub smtp_from: Option<String>,
+    pub sender_org: Option<String>,
     #[serde(default)]
     pub windows: WindowsConfig,
     #[serde(default)]
@@ -359,6 +384,12 @@ impl FileConfig {
             prune_interval: over.prune_interval.or(self.prune_interval),
             token_cache_ttl: over.token_cache_ttl.or(self.token_cache_ttl),
             rules_file: over.rules_file.or(self.rules_file),
+            public_url: over.public_url.or(self.public_url),
+            session_ttl: over.session_ttl.or(self.session_ttl),
+            report_recipients: over.report_recipients.or(self.report_recipients),
+            smtp_url: over.smtp_url.or(self.smtp_url),
+            smtp_from: over.smtp_from.or(self.smtp_from),
+            sender_org: over.sender_org.or(self.sender_org),
             windows: self.windows.overlay(&over.windows),
             checks: self.checks.overlay(over.checks),
         }
@@ -413,6 +444,12 @@ impl FileConfig {
             token_cache_ttl: self.token_cache_ttl.unwrap_or(d.token_cache_ttl),
             rules_file: self.rules_file,
             checks: self.checks.resolve()?,
+            public_url: self.public_url.map(|u| u.trim_end_matches('/').to_string()),
+            session_ttl: self.session_ttl.unwrap_or(d.session_ttl),
+            report_recipients: self.report_recipients.unwrap_or_default(),
+            smtp_url: self.smtp_url,
+            smtp_from: self.smtp_from,
+            sender_org: self.sender_org,
         };
         if cfg.sweep_interval.is_zero() || cfg.prune_interval.is_zero() {
             return Err(ConfigError::Invalid(

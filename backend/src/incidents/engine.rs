@@ -46,6 +46,27 @@ impl Timeline {
     }
 }
 
+/// The engine in use, replaced as a whole when an admin saves new window thresholds:
+/// a commit in flight finishes with the thresholds it started with.
+#[derive(Clone, Debug)]
+pub struct EngineHandle(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Engine>>>);
+
+impl EngineHandle {
+    pub fn new(engine: Engine) -> Self {
+        EngineHandle(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(engine),
+        )))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Engine> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, engine: Engine) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(engine);
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Engine {
     pub thresholds: Thresholds,

@@ -5,7 +5,7 @@
 
 use super::IngestError;
 use crate::clock::Clock;
-use crate::incidents::Engine;
+use crate::incidents::EngineHandle;
 use crate::store::{BatchOutcome, DynStore, StoreError, WriteBatch};
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -28,7 +28,7 @@ const QUEUE: usize = 1024;
 impl Committer {
     pub fn spawn(
         store: DynStore,
-        engine: Arc<Engine>,
+        engine: EngineHandle,
         clock: Arc<dyn Clock>,
         max_events: usize,
     ) -> Committer {
@@ -78,7 +78,7 @@ fn to_ingest(e: &StoreError) -> IngestError {
 async fn run(
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     store: DynStore,
-    engine: Arc<Engine>,
+    engine: EngineHandle,
     clock: Arc<dyn Clock>,
     max_events: usize,
 ) {
@@ -98,7 +98,10 @@ async fn run(
         let (batches, replies): (Vec<WriteBatch>, Vec<Reply>) =
             jobs.into_iter().map(|j| (j.batch, j.reply)).unzip();
         let started = std::time::Instant::now();
-        match store.record_events(&batches, &engine, clock.now()).await {
+        match store
+            .record_events(&batches, &engine.get(), clock.now())
+            .await
+        {
             Ok(outcomes) => {
                 tracing::debug!(
                     requests = batches.len(),
@@ -122,7 +125,7 @@ async fn run(
                 tracing::warn!(error = %e, "group commit failed; retrying requests one by one");
                 for (batch, reply) in batches.into_iter().zip(replies) {
                     let r = store
-                        .record_events(std::slice::from_ref(&batch), &engine, clock.now())
+                        .record_events(std::slice::from_ref(&batch), &engine.get(), clock.now())
                         .await
                         .map(|mut o| o.pop().unwrap_or_default())
                         .map_err(|e| to_ingest(&e));

@@ -110,7 +110,7 @@ async fn ingest_events(
         state.metrics.commit_errors.inc();
     })?;
 
-    if !outcome.opened.is_empty() && state.checks.enabled() {
+    if !outcome.opened.is_empty() && state.checks().enabled() {
         queue_checks(&state, outcome.opened.clone());
     }
     let mut reply = IngestReply {
@@ -186,7 +186,7 @@ fn queue_checks(state: &AppState, opened: Vec<i64>) {
         for id in opened {
             match state.store.incident(id).await {
                 Ok(Some(inc)) => state
-                    .checks
+                    .checks()
                     .enqueue(crate::check_runner::subjects_for(&inc)),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(incident = id, error = %e, "cannot queue checks"),

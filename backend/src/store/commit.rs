@@ -21,6 +21,8 @@ pub(crate) trait WriteTx: Send {
     async fn insert_events(&mut self, events: &[(&NewEvent, Option<i64>)]) -> Result<()>;
     async fn insert_rejects(&mut self, rejects: &[&NewReject]) -> Result<()>;
     async fn touch_sources(&mut self, source_ids: &[i64], now_ms: i64) -> Result<()>;
+    /// (ip, earliest event ms, latest event ms, latest HELO) per distinct sending IP.
+    async fn touch_ips(&mut self, ips: &[(&str, i64, i64, Option<&str>)]) -> Result<()>;
     async fn due_incidents(&mut self, now_ms: i64) -> Result<Vec<Incident>>;
     async fn incident_for_update(&mut self, id: i64) -> Result<Option<Incident>>;
     async fn classification_page(&mut self, after: i64, limit: i64) -> Result<Vec<ClassRow>>;
@@ -259,6 +261,27 @@ pub(crate) async fn record<T: WriteTx>(
     sources.dedup();
     if !sources.is_empty() {
         tx.touch_sources(&sources, super::ms(now)).await?;
+    }
+    let mut ips: HashMap<&str, (i64, i64, Option<&str>)> = HashMap::new();
+    for (_, _, ev) in &fresh {
+        if let Some(ip) = ev.source_ip.as_deref() {
+            let t = super::ms(ev.time);
+            let e = ips.entry(ip).or_insert((t, t, None));
+            e.0 = e.0.min(t);
+            if t >= e.1 {
+                e.1 = t;
+                e.2 = ev.helo.as_deref().or(e.2);
+            }
+        }
+    }
+    if !ips.is_empty() {
+        let mut list: Vec<_> = ips
+            .into_iter()
+            .map(|(ip, (a, b, h))| (ip, a, b, h))
+            .collect();
+        // A fixed order keeps concurrent writers from deadlocking on the rows.
+        list.sort_unstable_by_key(|r| r.0);
+        tx.touch_ips(&list).await?;
     }
     tx.commit().await?;
     if let Some(first) = outcomes.first_mut() {

@@ -473,6 +473,25 @@ macro_rules! impl_write_tx {
             Ok(())
         }
 
+        async fn touch_ips(&mut self, ips: &[(&str, i64, i64, Option<&str>)]) -> $crate::store::Result<()> {
+            for (ip, first, last, helo) in ips {
+                sqlx::query(
+                    "INSERT INTO sending_ips (ip, first_seen, last_seen, helo) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (ip) DO UPDATE SET \
+                     first_seen = CASE WHEN excluded.first_seen < sending_ips.first_seen THEN excluded.first_seen ELSE sending_ips.first_seen END, \
+                     helo = CASE WHEN excluded.last_seen >= sending_ips.last_seen THEN COALESCE(excluded.helo, sending_ips.helo) ELSE sending_ips.helo END, \
+                     last_seen = CASE WHEN excluded.last_seen > sending_ips.last_seen THEN excluded.last_seen ELSE sending_ips.last_seen END",
+                )
+                .bind(*ip)
+                .bind(*first)
+                .bind(*last)
+                .bind(*helo)
+                .execute(&mut *self.tx)
+                .await?;
+            }
+            Ok(())
+        }
+
         async fn due_incidents(&mut self, now_ms: i64) -> $crate::store::Result<Vec<$crate::incidents::Incident>> {
             let rows: Vec<$crate::store::rows::IncidentRow> = sqlx::query_as($crate::store::rows::DUE_INCIDENTS)
                 .bind(now_ms)

@@ -3,6 +3,8 @@
 
 #[macro_use]
 mod common;
+#[macro_use]
+pub mod web;
 mod commit;
 pub mod postgres;
 mod rows;
@@ -137,8 +139,42 @@ pub struct IncidentFilter {
     pub phase: Option<Phase>,
     pub status: Option<Status>,
     pub destination: Option<String>,
+    /// Incidents in which this sending IP was deferred.
+    pub ip: Option<String>,
+    /// Incidents with deferrals of this cause.
+    pub cause: Option<String>,
+    /// Free text: matches the destination, IPs, MX hosts, domains and replies.
+    pub search: Option<String>,
     pub limit: i64,
     pub offset: i64,
+}
+
+impl IncidentFilter {
+    /// The exact test behind the SQL prefilter (which matches on the stored JSON text).
+    pub fn matches(&self, inc: &Incident) -> bool {
+        self.ip
+            .as_ref()
+            .is_none_or(|ip| inc.routes.get(ip).is_some_and(|r| r.counts.deferred > 0))
+            && self
+                .cause
+                .as_ref()
+                .is_none_or(|c| inc.causes.contains_key(c))
+            && self.search.as_ref().is_none_or(|q| {
+                let q = q.to_lowercase();
+                inc.destination.to_lowercase().contains(&q)
+                    || inc.routes.keys().any(|k| k.contains(&q))
+                    || inc.mx_hosts.keys().any(|k| k.to_lowercase().contains(&q))
+                    || inc
+                        .recipient_domains
+                        .items
+                        .keys()
+                        .any(|k| k.to_lowercase().contains(&q))
+                    || inc
+                        .replies
+                        .iter()
+                        .any(|r| r.text.to_lowercase().contains(&q))
+            })
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -213,7 +249,7 @@ impl Default for ConnectOptions {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: web::WebStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
     async fn ping(&self) -> Result<()>;
 

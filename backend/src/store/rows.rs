@@ -219,6 +219,23 @@ pub(crate) fn incident_list_sql(f: &super::IncidentFilter) -> (String, Vec<Arg>)
         args.push(Arg::Str(d.clone()));
         sql.push_str(&format!(" AND destination = ${}", args.len()));
     }
+    // The state is JSON: a quoted key is a close prefilter, IncidentFilter::matches
+    // makes it exact.
+    if let Some(ip) = &f.ip {
+        args.push(Arg::Str(format!("%\"{}\"%", like_escape(ip))));
+        sql.push_str(&format!(" AND state LIKE ${} ESCAPE '\\'", args.len()));
+    }
+    if let Some(c) = &f.cause {
+        args.push(Arg::Str(format!("%\"{}\"%", like_escape(c))));
+        sql.push_str(&format!(" AND state LIKE ${} ESCAPE '\\'", args.len()));
+    }
+    if let Some(q) = &f.search {
+        args.push(Arg::Str(format!("%{}%", like_escape(&q.to_lowercase()))));
+        sql.push_str(&format!(
+            " AND LOWER(state) LIKE ${} ESCAPE '\\'",
+            args.len()
+        ));
+    }
     // Open incidents first, then the most recently active.
     sql.push_str(" ORDER BY rank, last_seen DESC, id DESC");
     args.push(Arg::I64(f.limit));
@@ -340,4 +357,15 @@ pub(crate) fn check_changes_sql(subjects: usize, since: bool) -> String {
     }
     sql.push_str(&format!(" ORDER BY at DESC, id DESC LIMIT ${}", n + 1));
     sql
+}
+
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

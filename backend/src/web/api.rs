@@ -121,7 +121,7 @@ pub struct IncidentDetail {
 }
 
 /// Subject names (IPs and domains) whose checks belong with an incident.
-fn check_subjects(inc: &Incident) -> Vec<String> {
+pub(crate) fn check_subjects(inc: &Incident) -> Vec<String> {
     let mut v: Vec<String> = crate::check_runner::subjects_for(inc)
         .iter()
         .map(|s| s.key())
@@ -277,11 +277,13 @@ async fn list_incidents(
         // One more than asked tells whether there is a next page.
         limit: limit + 1,
         offset,
+        ..Default::default()
     };
     let mut incidents = state.store.list_incidents(&filter).await?;
     let has_more = incidents.len() as i64 > limit;
     incidents.truncate(limit as usize);
-    let th = &state.engine.thresholds;
+    let engine = state.engine.get();
+    let th = &engine.thresholds;
     Ok(Json(IncidentList {
         incidents: incidents
             .into_iter()
@@ -344,7 +346,7 @@ async fn show_incident(
         .store
         .check_changes(&subjects, Some(since), 200)
         .await?;
-    let mut view = IncidentView::new(inc, &state.engine.thresholds, true);
+    let mut view = IncidentView::new(inc, &state.engine.get().thresholds, true);
     view.checks = Some(checks);
     view.check_changes = Some(changes);
     Ok(Json(view))
@@ -527,14 +529,18 @@ async fn run_checks(
         }
         _ => return Err(AppError::bad("ip", "give either \"ip\" or \"domain\"")),
     };
-    let (report, changes) = state.checks.run_now(&subject).await.map_err(|e| match e {
-        RunError::Disabled => AppError::bad(
-            "checks",
-            "checks are disabled in the configuration (checks.enabled = false)",
-        ),
-        RunError::Store(e) => e.into(),
-        RunError::Checker(e) => AppError::Internal(e.to_string()),
-    })?;
+    let (report, changes) = state
+        .checks()
+        .run_now(&subject)
+        .await
+        .map_err(|e| match e {
+            RunError::Disabled => AppError::bad(
+                "checks",
+                "checks are disabled in the configuration (checks.enabled = false)",
+            ),
+            RunError::Store(e) => e.into(),
+            RunError::Checker(e) => AppError::Internal(e.to_string()),
+        })?;
     let mut v = serde_json::to_value(&report).unwrap_or_default();
     v["changes"] = serde_json::to_value(&changes).unwrap_or_default();
     Ok(Json(v))

@@ -17,6 +17,13 @@ pub enum AppError {
     TooLarge { field: String, reason: String },
     #[error("{0} not found")]
     NotFound(String),
+    /// A page needs a session; `next` is where to go after logging in.
+    #[error("login required")]
+    LoginRequired { next: String },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     /// Database down or overloaded: the client should retry later; nothing was written.
     /// `Retry-After` is added to every 503 by the router (`app::retry_after`).
     #[error("{reason}")]
@@ -83,6 +90,18 @@ impl IntoResponse for AppError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": "payload_too_large", "field": field, "reason": reason}),
             ),
+            AppError::LoginRequired { .. } => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "unauthorized", "field": "session", "reason": "login required"}),
+            ),
+            AppError::Forbidden(reason) => (
+                StatusCode::FORBIDDEN,
+                json!({"error": "forbidden", "reason": reason}),
+            ),
+            AppError::TooManyRequests(reason) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"error": "too_many_requests", "reason": reason}),
+            ),
             AppError::NotFound(what) => (
                 StatusCode::NOT_FOUND,
                 json!({"error": "not_found", "reason": format!("{what} not found")}),
@@ -107,5 +126,58 @@ impl IntoResponse for AppError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+}
+
+/// The same errors for the browser: an HTML page (or, for an htmx request, a redirect
+/// htmx understands) instead of JSON.
+#[derive(Debug)]
+pub struct PageError(pub AppError);
+
+impl<E: Into<AppError>> From<E> for PageError {
+    fn from(e: E) -> Self {
+        PageError(e.into())
+    }
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::Unauthorized { .. } | AppError::LoginRequired { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
+            AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        if let AppError::LoginRequired { next } = &self.0 {
+            let location = format!("/login?next={}", super::views::urlencode(next));
+            let mut resp = axum::response::Redirect::to(&location).into_response();
+            // A redirect inside an htmx swap would put the login form into a table
+            // cell; HX-Redirect makes the whole page go there.
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert("hx-redirect", v);
+            }
+            return resp;
+        }
+        let status = self.0.status();
+        let (message, error_id) = match &self.0 {
+            AppError::Internal(cause) => {
+                let id = format!("{:016x}", rand::random::<u64>());
+                tracing::error!(error_id = %id, cause = %cause, "internal error");
+                ("Something went wrong on our side.".to_string(), Some(id))
+            }
+            other => (other.to_string(), None),
+        };
+        super::views::error_page(status, &message, error_id.as_deref())
     }
 }

@@ -1,5 +1,11 @@
-//! The HTTP edge: authentication, the read API, and the one error type.
+//! The HTTP edge: the dashboard pages, authentication, the read API, and the one
+//! error type.
 
 pub mod api;
 pub mod auth;
+pub mod charts;
 pub mod error;
+pub mod pages;
+pub mod session;
+pub mod settings;
+pub mod views;
