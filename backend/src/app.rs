@@ -31,6 +31,10 @@ pub struct Inner {
     effective: std::sync::RwLock<Arc<Config>>,
     /// Started with `serve --demo`: pages say the data is generated.
     pub demo: std::sync::atomic::AtomicBool,
+    /// The sender-wide view of all open incidents, refreshed in the background: an
+    /// incident page needs it to tell "us" from "them", and reading every open
+    /// incident on each page view would not scale.
+    overview: std::sync::RwLock<Option<Arc<crate::incidents::Overview>>>,
 }
 
 impl Inner {
@@ -55,6 +59,25 @@ impl Inner {
         self.engine.set(Engine::new(cfg.thresholds.clone()));
         *self.checks.write().unwrap_or_else(|e| e.into_inner()) = runner;
         *self.effective.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(cfg);
+        Ok(())
+    }
+
+    pub fn overview(&self) -> Option<Arc<crate::incidents::Overview>> {
+        self.overview.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Recomputes the cached overview from the open incidents.
+    pub async fn refresh_overview(&self) -> Result<(), crate::store::StoreError> {
+        let open = self
+            .store
+            .list_incidents(&crate::store::IncidentFilter {
+                status: Some(crate::incidents::Status::Open),
+                limit: 5000,
+                ..Default::default()
+            })
+            .await?;
+        let o = crate::incidents::overview(&open);
+        *self.overview.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(o));
         Ok(())
     }
 
@@ -93,6 +116,7 @@ impl AppState {
             checks: std::sync::RwLock::new(checks),
             effective: std::sync::RwLock::new(Arc::new(config.clone())),
             demo: std::sync::atomic::AtomicBool::new(false),
+            overview: std::sync::RwLock::new(None),
             tokens: TokenCache::new(config.token_cache_ttl),
             ingest_slots: Arc::new(Semaphore::new(config.max_ingest_concurrency)),
             config,
@@ -151,6 +175,12 @@ pub fn spawn_background(state: AppState, mut shutdown: watch::Receiver<bool>) {
                         Ok(r) if r.recovered + r.stale > 0 => tracing::info!(recovered = r.recovered, stale = r.stale, "sweep"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                    }
+                    if let Err(e) = s.refresh_overview().await {
+                        tracing::warn!(error = %e, "overview refresh failed");
+                    }
+                    if let Err(e) = s.store.prune_sessions(s.clock.now()).await {
+                        tracing::warn!(error = %e, "session prune failed");
                     }
                 }
                 _ = stop.changed() => break,

@@ -22,6 +22,8 @@ pub enum Scenario {
     Single,
     /// GET /api/v1/incidents over a large seeded database.
     Read,
+    /// The dashboard's incidents list and incident pages over the same database.
+    Pages,
     All,
 }
 
@@ -423,6 +425,82 @@ async fn read_load(srv: &Server, args: &BenchArgs) -> Result<(Duration, Histogra
     Ok((started.elapsed(), total))
 }
 
+/// A logged-in admin for the page scenario, made directly in the store.
+async fn bench_session(srv: &Server) -> Result<String, String> {
+    let now = Utc::now();
+    let hash = crate::web::session::hash_password("bench password").map_err(|e| e.to_string())?;
+    let user = srv
+        .store
+        .create_user("bench", &hash, crate::store::web::Role::Admin, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    let token = new_token("dwu_");
+    srv.store
+        .create_session(
+            &hash_token(&token),
+            user.id,
+            "bench-csrf",
+            now,
+            now + TimeDelta::hours(1),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!("{}={token}", crate::web::session::SESSION_COOKIE))
+}
+
+/// GETs `paths` round-robin as a logged-in browser would; returns the latencies and
+/// the largest body seen.
+async fn page_load(
+    srv: &Server,
+    args: &BenchArgs,
+    cookie: &str,
+    paths: &[String],
+) -> Result<(Duration, Histogram<u64>, usize), String> {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let per_client = args.read_requests.div_ceil(args.read_clients.max(1));
+    let paths = Arc::new(paths.to_vec());
+    let mut tasks = Vec::new();
+    for c in 0..args.read_clients.max(1) {
+        let (client, base, cookie, paths) = (
+            client.clone(),
+            srv.base.clone(),
+            cookie.to_string(),
+            paths.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new(3).expect("valid histogram");
+            let mut max_bytes = 0usize;
+            for i in 0..per_client {
+                let url = format!("{base}{}", paths[(c + i * 7) % paths.len()]);
+                let t = Instant::now();
+                let resp = client
+                    .get(&url)
+                    .header(reqwest::header::COOKIE, &cookie)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = resp.status();
+                let body = resp.bytes().await.map_err(|e| e.to_string())?;
+                if !status.is_success() {
+                    return Err(format!("{url} answered {status}"));
+                }
+                let _ = h.record(t.elapsed().as_micros() as u64);
+                max_bytes = max_bytes.max(body.len());
+            }
+            Ok::<_, String>((h, max_bytes))
+        }));
+    }
+    let mut total = Histogram::<u64>::new(3).expect("valid histogram");
+    let mut max_bytes = 0;
+    for t in tasks {
+        let (h, m) = t.await.map_err(|e| e.to_string())??;
+        total.add(h).map_err(|e| e.to_string())?;
+        max_bytes = max_bytes.max(m);
+    }
+    Ok((started.elapsed(), total, max_bytes))
+}
+
 pub async fn run(args: &BenchArgs, server_url: Option<String>) -> Result<(), String> {
     let db = BenchDb::create(server_url).await?;
     let backend = if db.admin.is_some() {
@@ -461,7 +539,7 @@ pub async fn run(args: &BenchArgs, server_url: Option<String>) -> Result<(), Str
                 requests,
             );
         }
-        if matches!(args.scenario, Scenario::Read | Scenario::All) {
+        if matches!(args.scenario, Scenario::Read | Scenario::Pages | Scenario::All) {
             let took = seed(&srv, args.seed_events, args.seed_incidents).await?;
             let incidents = srv
                 .store
@@ -475,15 +553,39 @@ pub async fn run(args: &BenchArgs, server_url: Option<String>) -> Result<(), Str
                 took.as_secs_f64(),
                 args.seed_events as f64 / took.as_secs_f64()
             );
-            let (elapsed, h) = read_load(&srv, args).await?;
-            report(
-                &format!("GET /api/v1/incidents ({} clients)", args.read_clients),
-                "req",
-                h.len(),
-                elapsed,
-                &h,
-                h.len(),
-            );
+            if args.scenario != Scenario::Pages {
+                let (elapsed, h) = read_load(&srv, args).await?;
+                report(
+                    &format!("GET /api/v1/incidents ({} clients)", args.read_clients),
+                    "req",
+                    h.len(),
+                    elapsed,
+                    &h,
+                    h.len(),
+                );
+            }
+        }
+        if matches!(args.scenario, Scenario::Pages | Scenario::All) {
+            let cookie = bench_session(&srv).await?;
+            let ids: Vec<i64> = srv
+                .store
+                .list_incidents(&crate::store::IncidentFilter { limit: 1_000_000, ..Default::default() })
+                .await
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|i| i.id)
+                .collect();
+            for (label, paths) in [
+                ("GET / (incidents list)", vec!["/".to_string(), "/?status=open".into(), "/?phase=escalate".into()]),
+                (
+                    "GET /incidents/{id}",
+                    ids.iter().step_by((ids.len() / 200).max(1)).map(|id| format!("/incidents/{id}")).collect(),
+                ),
+            ] {
+                let (elapsed, h, max_bytes) = page_load(&srv, args, &cookie, &paths).await?;
+                report(&format!("{label} ({} clients)", args.read_clients), "req", h.len(), elapsed, &h, h.len());
+                println!("  largest page: {:.1} KB before compression", max_bytes as f64 / 1024.0);
+            }
         }
         Ok::<_, String>(srv)
     }

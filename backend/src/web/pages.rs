@@ -188,7 +188,7 @@ struct ListQuery {
 }
 
 /// Most incidents one list shows; the filters narrow it down.
-const LIST_LIMIT: usize = 200;
+const LIST_LIMIT: usize = 100;
 
 fn clean(v: &Option<String>) -> Option<String> {
     v.as_deref()
@@ -409,6 +409,34 @@ async fn incident_page(
     Query(fq): Query<FlashQuery>,
 ) -> PageResult {
     let id = parse_id(&id)?;
+    let flash = fq.done.map(|d| match d.as_str() {
+        "checks re-run" => "Checks ran; results below.".to_string(),
+        other => format!("Recorded: {}.", other.chars().take(40).collect::<String>()),
+    });
+    let page = incident_view(&state, &s, id, flash, None).await?;
+    Ok(views::render(&page))
+}
+
+/// The incident page again with the reason a form was refused, as a 400.
+async fn incident_form_error(
+    state: &AppState,
+    s: &crate::store::web::Session,
+    id: &str,
+    error: String,
+) -> PageResult {
+    let id = parse_id(id)?;
+    let page = incident_view(state, s, id, None, Some(error)).await?;
+    Ok((StatusCode::BAD_REQUEST, views::render(&page)).into_response())
+}
+
+async fn incident_view(
+    state: &AppState,
+    s: &crate::store::web::Session,
+    id: i64,
+    flash: Option<String>,
+    error: Option<String>,
+) -> Result<IncidentPage, PageError> {
+    let state = state.clone();
     let inc = load_incident(&state, id).await?;
     let now = state.clock.now();
     let engine = state.engine.get();
@@ -498,6 +526,12 @@ async fn incident_page(
             .iter()
             .map(|c| c.result.verdict)
             .fold(crate::checks::Verdict::None, |a, b| a.worst(b));
+        let detail = picked
+            .iter()
+            .map(|c| format!("{}: {}", c.result.name, c.result.detail))
+            .collect::<Vec<_>>()
+            .join("; ");
+        // Short enough to sit side by side: the name or the listing, the rest on hover.
         let text = if names.iter().any(|n| n.ends_with(':')) {
             let listed: Vec<&str> = picked
                 .iter()
@@ -505,20 +539,25 @@ async fn incident_page(
                 .map(|c| c.result.name.trim_start_matches("dnsbl:"))
                 .collect();
             if listed.is_empty() {
-                format!("not listed on {} zones", picked.len())
+                format!("not listed ({} zones)", picked.len())
             } else {
                 format!("listed: {}", listed.join(", "))
             }
         } else {
-            picked
+            let record = picked
                 .iter()
-                .map(|c| c.result.detail.clone())
-                .collect::<Vec<_>>()
-                .join("; ")
+                .find(|c| c.result.name == names[0])
+                .and_then(|c| c.result.records.first())
+                .map(|r| r.trim_end_matches('.').to_string());
+            match record {
+                Some(r) if names[0] == "ptr" => format!("{} {r}", worst.as_str()),
+                _ => worst.as_str().to_string(),
+            }
         };
         CheckCell {
             verdict: worst.as_str().into(),
             text,
+            detail,
         }
     };
     let ip_rows = |ips: &[String]| -> Vec<IpRow> {
@@ -540,33 +579,14 @@ async fn incident_page(
     let affected = ip_rows(&scope.affected_source_ips);
     let unaffected = ip_rows(&scope.unaffected_source_ips);
 
-    // Other open incidents on the same IPs tell a sender-side problem from a
-    // receiver's: one prefiltered query per affected IP, not a scan of every incident.
-    let mut related: Vec<Incident> = vec![inc.clone()];
-    for ip in scope.affected_source_ips.iter().take(8) {
-        let filter = IncidentFilter {
-            status: Some(Status::Open),
-            ip: Some(ip.clone()),
-            limit: 50,
-            ..Default::default()
-        };
-        for other in state.store.list_incidents(&filter).await? {
-            if other.id != inc.id
-                && filter.matches(&other)
-                && !related.iter().any(|r| r.id == other.id)
-            {
-                related.push(other);
-            }
-        }
-    }
-    let overview = crate::incidents::overview(&related);
+    let overview = state.overview();
     let steps = crate::incidents::advice::next_steps(&crate::incidents::advice::AdviceInput {
         incident: &inc,
         scope: &scope,
         checks: &stored_checks,
         changes: &changes,
         thresholds: th,
-        overview: Some(&overview),
+        overview: overview.as_deref(),
         now,
     });
     let cfg = state.effective();
@@ -585,7 +605,8 @@ async fn incident_page(
     let mut replies = inc.replies.clone();
     replies.sort_by_key(|r| std::cmp::Reverse(r.count));
     let page = IncidentPage {
-        nav: nav(&state, &s, "incidents"),
+        nav: nav(&state, s, "incidents"),
+        error,
         id,
         destination: inc.destination.clone(),
         phase: inc.phase.as_str().into(),
@@ -696,12 +717,9 @@ async fn incident_page(
         snooze_default: (now + TimeDelta::hours(4))
             .format("%Y-%m-%dT%H:%M")
             .to_string(),
-        flash: fq.done.map(|d| match d.as_str() {
-            "checks" => "Checks ran; results below.".to_string(),
-            other => format!("Recorded: {}.", other.chars().take(40).collect::<String>()),
-        }),
+        flash,
     };
-    Ok(views::render(&page))
+    Ok(page)
 }
 
 fn count_list(m: &BTreeMap<String, u64>) -> Vec<NameCount> {
@@ -925,16 +943,10 @@ async fn note(
 ) -> PageResult {
     let text = f.note.trim();
     if text.is_empty() {
-        return Err(PageError(AppError::bad(
-            "note",
-            "write something to add a note",
-        )));
+        return incident_form_error(&state, &s, &id, "Note: write something to add a note.".into()).await;
     }
     if text.chars().count() > MAX_NOTE {
-        return Err(PageError(AppError::bad(
-            "note",
-            format!("at most {MAX_NOTE} characters"),
-        )));
+        return incident_form_error(&state, &s, &id, format!("Note: at most {MAX_NOTE} characters.")).await;
     }
     act(&state, &s, &id, Action::Note(text.to_string())).await
 }
@@ -967,9 +979,10 @@ async fn snooze(
     Path(id): Path<String>,
     Form(f): Form<SnoozeForm>,
 ) -> PageResult {
-    let until = parse_until(&f.until, state.clock.now())
-        .map_err(|reason| PageError(AppError::bad("until", reason)))?;
-    act(&state, &s, &id, Action::Snooze(until)).await
+    match parse_until(&f.until, state.clock.now()) {
+        Ok(until) => act(&state, &s, &id, Action::Snooze(until)).await,
+        Err(reason) => incident_form_error(&state, &s, &id, format!("Snooze until: {reason}.")).await,
+    }
 }
 
 async fn rerun_checks(
@@ -1033,7 +1046,8 @@ async fn ips_page(State(state): State<AppState>, Viewer(s): Viewer) -> PageResul
             .map(|col| match checks.iter().find(|c| &c.result.name == col) {
                 Some(c) => CheckCell {
                     verdict: c.result.verdict.as_str().into(),
-                    text: c.result.detail.clone(),
+                    text: c.result.verdict.as_str().into(),
+                    detail: c.result.detail.clone(),
                 },
                 None => CheckCell::unknown(),
             })

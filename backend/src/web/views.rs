@@ -184,9 +184,11 @@ pub struct IpRow {
     pub blocklists: CheckCell,
 }
 
+/// One check verdict in a grid cell: a short text, the full explanation on hover.
 pub struct CheckCell {
     pub verdict: String,
     pub text: String,
+    pub detail: String,
 }
 
 impl CheckCell {
@@ -194,6 +196,7 @@ impl CheckCell {
         CheckCell {
             verdict: "none".into(),
             text: "not checked".into(),
+            detail: "no check has run on this IP yet".into(),
         }
     }
 }
@@ -291,6 +294,8 @@ pub struct IncidentPage {
     pub activity: Vec<ActivityRow>,
     pub snooze_default: String,
     pub flash: Option<String>,
+    /// Why the last form on this page was refused.
+    pub error: Option<String>,
 }
 
 // ---------------------------------------------------------------- sending IPs
