@@ -5,12 +5,11 @@
 
 mod support;
 
-use deferwatch::clock::Clock;
 use deferwatch::store::web::Role;
 use fantoccini::{ClientBuilder, Locator};
 use std::path::PathBuf;
 use std::time::Duration;
-use support::{Backend, TestApp, event};
+use support::{Backend, TestApp};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -70,33 +69,8 @@ async fn log_in_open_an_incident_acknowledge_it_and_copy_the_report() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     // Seeded through the real ingest endpoint: .25 deferred by Google for 7 h while
     // .26 delivers.
-    let mut events = Vec::new();
-    for i in 0..8 {
-        let at = format!("2026-11-20T{:02}:00:00Z", 4 + i);
-        events.push(event(
-            "deferred",
-            &at,
-            "198.51.100.25",
-            Some(&format!("d{i}")),
-        ));
-        events.push(event(
-            "delivered",
-            &at,
-            "198.51.100.26",
-            Some(&format!("s{i}")),
-        ));
-    }
-    let (status, reply) = app
-        .post_events(&serde_json::to_string(&events).unwrap())
-        .await;
-    assert_eq!(status, 200, "{reply}");
-    let id = reply["incident_ids"][0].as_i64().unwrap();
-    let hash = deferwatch::web::session::hash_password("correct horse battery").unwrap();
-    app.state
-        .store
-        .create_user("alice", &hash, Role::Admin, app.clock.now())
-        .await
-        .unwrap();
+    let id = app.seed_google_incident().await;
+    app.add_user("alice", Role::Admin).await;
 
     let driver = start_chromedriver().await;
     let mut caps = serde_json::Map::new();

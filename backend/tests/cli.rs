@@ -138,3 +138,132 @@ fn classify_command_and_a_broken_rules_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rules.toml:"), "names file and line: {err}");
 }
+
+#[tokio::test]
+async fn serve_demo_shows_every_phase_through_the_real_ingest_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = bin()
+        .current_dir(dir.path())
+        .args(["serve", "--demo", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let result = async {
+        let mut login = None;
+        for _ in 0..100 {
+            if let Ok(r) = client.get(format!("{base}/login")).send().await
+                && r.status() == 200
+            {
+                login = Some(r.text().await.unwrap());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let html = login.expect("server did not come up");
+        let start = html.find("name=\"csrf\" value=\"").unwrap() + 19;
+        let csrf = &html[start..start + 48];
+        let r = client
+            .post(format!("{base}/login"))
+            .form(&[
+                ("csrf", csrf),
+                ("username", "demo"),
+                ("password", "deferwatch-demo"),
+                ("next", "/"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "the demo admin logs in");
+        // The events arrive through the ingest endpoint just after start.
+        let mut page = String::new();
+        for _ in 0..100 {
+            page = client
+                .get(format!("{base}/?closed=1"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if page.contains("phase-recovered") && page.contains("phase-escalate") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(page.contains("Demo data."), "labelled as demo");
+        for phase in [
+            "deferred",
+            "normal_retry",
+            "persistent",
+            "cooling",
+            "escalate",
+            "recovered",
+        ] {
+            assert!(
+                page.contains(&format!("badge phase-{phase}")),
+                "{phase} missing"
+            );
+        }
+        assert!(
+            page.contains("one source IP"),
+            "the Gmail incident is one IP"
+        );
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(dir.path().join("data/demo.db").exists());
+    assert!(
+        !dir.path().join("data/deferwatch.db").exists(),
+        "the demo never touches the real database"
+    );
+    result
+}
+
+#[test]
+fn user_add_reads_the_password_from_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let add = |name: &str, role: &str, password: &str| {
+        let mut child = bin()
+            .current_dir(dir.path())
+            .args(["user", "add", name, "--role", role])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = add("bob", "viewer", "short");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("password: at least 10 characters"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = add("bob", "viewer", "a long enough secret");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = add("bob", "admin", "a long enough secret");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["user", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8(out.stdout).unwrap();
+    assert!(list.contains("bob") && list.contains("viewer"), "{list}");
+}

@@ -88,39 +88,14 @@ impl Browser {
     }
 }
 
-async fn add_user(app: &TestApp, name: &str, role: Role) {
-    let hash = deferwatch::web::session::hash_password("correct horse battery").unwrap();
-    app.state
-        .store
-        .create_user(name, &hash, role, app.clock.now())
-        .await
-        .unwrap();
-}
-
 use deferwatch::clock::Clock;
 
-/// An incident towards Google: 198.51.100.25 deferred for 7 h, .26 delivering.
+async fn add_user(app: &TestApp, name: &str, role: Role) {
+    app.add_user(name, role).await
+}
+
 async fn seed_incident(app: &TestApp) -> i64 {
-    let mut events = Vec::new();
-    for i in 0..8 {
-        let at = format!("2026-11-20T{:02}:00:00Z", 4 + i);
-        events.push(event(
-            "deferred",
-            &at,
-            "198.51.100.25",
-            Some(&format!("d{i}")),
-        ));
-        events.push(event(
-            "delivered",
-            &at,
-            "198.51.100.26",
-            Some(&format!("s{i}")),
-        ));
-    }
-    let body = serde_json::to_string(&events).unwrap();
-    let (status, reply) = app.post_events(&body).await;
-    assert_eq!(status, 200, "{reply}");
-    reply["incident_ids"][0].as_i64().expect("an incident")
+    app.seed_google_incident().await
 }
 
 #[tokio::test]
@@ -315,7 +290,10 @@ async fn actions_are_recorded_and_bad_input_comes_back_with_the_reason() {
         .await;
     assert_eq!(status, 400);
     assert!(html.contains("must be in the future"), "{html}");
-    assert!(html.contains("name=\"until\""), "the incident page and its forms come back");
+    assert!(
+        html.contains("name=\"until\""),
+        "the incident page and its forms come back"
+    );
     assert!(html.contains("Nothing was changed"));
     let (status, html, _) = b
         .post(

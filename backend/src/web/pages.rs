@@ -27,13 +27,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/incidents/table", get(incidents_table))
         .route("/incidents/{id}", get(incident_page))
         .route("/incidents/{id}/report.txt", get(report_txt))
-        .route("/incidents/{id}/ack", post(ack))
         .route("/incidents/{id}/note", post(note))
         .route("/incidents/{id}/snooze", post(snooze))
-        .route("/incidents/{id}/unsnooze", post(unsnooze))
-        .route("/incidents/{id}/resolve", post(resolve))
-        .route("/incidents/{id}/reopen", post(reopen))
         .route("/incidents/{id}/checks", post(rerun_checks))
+        .route("/incidents/{id}/{action}", post(simple_action))
         .route("/events/raw", get(raw_event))
         .route("/ips", get(ips_page))
         .route("/sources", get(sources_page).post(create_source))
@@ -898,32 +895,20 @@ async fn act(
     )))
 }
 
-async fn ack(State(state): State<AppState>, Admin(s): Admin, Path(id): Path<String>) -> PageResult {
-    act(&state, &s, &id, Action::Acknowledge).await
-}
-
-async fn unsnooze(
+/// The actions that carry no form fields: `ack`, `unsnooze`, `resolve`, `reopen`.
+async fn simple_action(
     State(state): State<AppState>,
     Admin(s): Admin,
-    Path(id): Path<String>,
+    Path((id, name)): Path<(String, String)>,
 ) -> PageResult {
-    act(&state, &s, &id, Action::Unsnooze).await
-}
-
-async fn resolve(
-    State(state): State<AppState>,
-    Admin(s): Admin,
-    Path(id): Path<String>,
-) -> PageResult {
-    act(&state, &s, &id, Action::Resolve).await
-}
-
-async fn reopen(
-    State(state): State<AppState>,
-    Admin(s): Admin,
-    Path(id): Path<String>,
-) -> PageResult {
-    act(&state, &s, &id, Action::Reopen).await
+    let action = match name.as_str() {
+        "ack" => Action::Acknowledge,
+        "unsnooze" => Action::Unsnooze,
+        "resolve" => Action::Resolve,
+        "reopen" => Action::Reopen,
+        other => return Err(PageError(AppError::NotFound(format!("action {other:?}")))),
+    };
+    act(&state, &s, &id, action).await
 }
 
 #[derive(Deserialize)]
@@ -943,10 +928,22 @@ async fn note(
 ) -> PageResult {
     let text = f.note.trim();
     if text.is_empty() {
-        return incident_form_error(&state, &s, &id, "Note: write something to add a note.".into()).await;
+        return incident_form_error(
+            &state,
+            &s,
+            &id,
+            "Note: write something to add a note.".into(),
+        )
+        .await;
     }
     if text.chars().count() > MAX_NOTE {
-        return incident_form_error(&state, &s, &id, format!("Note: at most {MAX_NOTE} characters.")).await;
+        return incident_form_error(
+            &state,
+            &s,
+            &id,
+            format!("Note: at most {MAX_NOTE} characters."),
+        )
+        .await;
     }
     act(&state, &s, &id, Action::Note(text.to_string())).await
 }
@@ -981,7 +978,9 @@ async fn snooze(
 ) -> PageResult {
     match parse_until(&f.until, state.clock.now()) {
         Ok(until) => act(&state, &s, &id, Action::Snooze(until)).await,
-        Err(reason) => incident_form_error(&state, &s, &id, format!("Snooze until: {reason}.")).await,
+        Err(reason) => {
+            incident_form_error(&state, &s, &id, format!("Snooze until: {reason}.")).await
+        }
     }
 }
 

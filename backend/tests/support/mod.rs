@@ -180,6 +180,42 @@ impl TestApp {
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// A dashboard user with the password `correct horse battery`.
+    pub async fn add_user(&self, name: &str, role: deferwatch::store::web::Role) {
+        let hash = deferwatch::web::session::hash_password("correct horse battery").unwrap();
+        self.state
+            .store
+            .create_user(name, &hash, role, self.clock.now())
+            .await
+            .unwrap();
+    }
+
+    /// An incident towards Google through the real ingest endpoint: 198.51.100.25
+    /// deferred hourly from 04:00 to 11:00 on 2026-11-20 while 198.51.100.26 delivers.
+    pub async fn seed_google_incident(&self) -> i64 {
+        let mut events = Vec::new();
+        for i in 0..8 {
+            let at = format!("2026-11-20T{:02}:00:00Z", 4 + i);
+            events.push(event(
+                "deferred",
+                &at,
+                "198.51.100.25",
+                Some(&format!("d{i}")),
+            ));
+            events.push(event(
+                "delivered",
+                &at,
+                "198.51.100.26",
+                Some(&format!("s{i}")),
+            ));
+        }
+        let (status, reply) = self
+            .post_events(&serde_json::to_string(&events).unwrap())
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        reply["incident_ids"][0].as_i64().expect("an incident")
+    }
+
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let resp = self
             .client
