@@ -63,7 +63,10 @@ impl Inner {
     }
 
     pub fn overview(&self) -> Option<Arc<crate::incidents::Overview>> {
-        self.overview.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.overview
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Recomputes the cached overview from the open incidents.
@@ -187,6 +190,7 @@ pub fn spawn_background(state: AppState, mut shutdown: watch::Receiver<bool>) {
             }
         }
     });
+    crate::notify::spawn(state.clone(), shutdown.clone());
     if state.checks().enabled() {
         let s = state.clone();
         let mut stop = shutdown.clone();
