@@ -436,6 +436,45 @@ mod tests {
     }
 
     #[test]
+    fn the_config_file_carries_notify() {
+        let file: crate::config::FileConfig = toml::from_str(
+            r#"
+            public_url = "https://dw.example"
+            [notify]
+            interval = "10s"
+            [[notify.webhooks]]
+            url = "https://outlook.example/webhookb2/abc/IncomingWebhook/def/ghi"
+            format = "teams"
+            phases = ["escalate"]
+            "#,
+        )
+        .unwrap();
+        let cfg = file.resolve().unwrap();
+        assert_eq!(cfg.notify.interval, Duration::from_secs(10));
+        assert_eq!(cfg.notify.webhooks[0].format, Format::Teams);
+        assert_eq!(
+            cfg.notify.webhooks[0].label(),
+            "https://outlook.example/webhookb2/****/Inco…/****/****"
+        );
+        assert!(
+            crate::config::FileConfig::default()
+                .resolve()
+                .unwrap()
+                .notify
+                .webhooks
+                .is_empty()
+        );
+        let bad: crate::config::FileConfig =
+            toml::from_str("[[notify.webhooks]]\nurl = \"https://a.example/\"\nformat = \"pager\"")
+                .unwrap();
+        let err = bad.resolve().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid configuration: notify.webhooks[0].format: unknown format \"pager\": use generic, slack or teams"
+        );
+    }
+
+    #[test]
     fn masks_secrets_in_urls() {
         let cases = [
             (

@@ -196,14 +196,17 @@ mod tests {
 
     use Phase::*;
 
+    /// Name, phase history (at, from, to), cut-off, expected keys.
+    type Case = (
+        &'static str,
+        Vec<(&'static str, Option<Phase>, Phase)>,
+        Option<&'static str>,
+        Vec<&'static str>,
+    );
+
     #[test]
     fn transitions_from_phase_history() {
-        let cases: Vec<(
-            &str,
-            Vec<(&str, Option<Phase>, Phase)>,
-            Option<&str>,
-            Vec<&str>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "step by step up the ladder",
                 vec![
