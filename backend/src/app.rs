@@ -63,10 +63,7 @@ impl Inner {
     }
 
     pub fn overview(&self) -> Option<Arc<crate::incidents::Overview>> {
-        self.overview
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.overview.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Recomputes the cached overview from the open incidents.

@@ -943,22 +943,10 @@ async fn note(
 ) -> PageResult {
     let text = f.note.trim();
     if text.is_empty() {
-        return incident_form_error(
-            &state,
-            &s,
-            &id,
-            "Note: write something to add a note.".into(),
-        )
-        .await;
+        return incident_form_error(&state, &s, &id, "Note: write something to add a note.".into()).await;
     }
     if text.chars().count() > MAX_NOTE {
-        return incident_form_error(
-            &state,
-            &s,
-            &id,
-            format!("Note: at most {MAX_NOTE} characters."),
-        )
-        .await;
+        return incident_form_error(&state, &s, &id, format!("Note: at most {MAX_NOTE} characters.")).await;
     }
     act(&state, &s, &id, Action::Note(text.to_string())).await
 }
@@ -993,9 +981,7 @@ async fn snooze(
 ) -> PageResult {
     match parse_until(&f.until, state.clock.now()) {
         Ok(until) => act(&state, &s, &id, Action::Snooze(until)).await,
-        Err(reason) => {
-            incident_form_error(&state, &s, &id, format!("Snooze until: {reason}.")).await
-        }
+        Err(reason) => incident_form_error(&state, &s, &id, format!("Snooze until: {reason}.")).await,
     }
 }
 
