@@ -190,6 +190,7 @@ pub fn spawn_background(state: AppState, mut shutdown: watch::Receiver<bool>) {
             }
         }
     });
+    crate::notify::spawn(state.clone(), shutdown.clone());
     if state.checks().enabled() {
         let s = state.clone();
         let mut stop = shutdown.clone();

@@ -301,6 +301,7 @@ impl ServeArgs {
                 interval: self.check_interval,
                 ..Default::default()
             },
+            notify: None,
             windows: WindowsConfig {
                 normal_retry: w.window_normal_retry,
                 persistent: w.window_persistent,

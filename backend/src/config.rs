@@ -66,6 +66,8 @@ pub struct Config {
     pub smtp_from: Option<String>,
     /// The sending organisation named in escalation reports.
     pub sender_org: Option<String>,
+    /// Outbound webhooks on incident transitions (`[notify]`).
+    pub notify: crate::notify::NotifyConfig,
 }
 
 /// Sender- and destination-side DNS checks.
@@ -224,6 +226,7 @@ impl Default for Config {
             smtp_url: None,
             smtp_from: None,
             sender_org: None,
+            notify: crate::notify::NotifyConfig::default(),
         }
     }
 }
@@ -265,6 +268,9 @@ pub struct FileConfig {
     pub windows: WindowsConfig,
     #[serde(default)]
     pub checks: FileChecks,
+    /// `[notify]`: only in the file (a list of webhooks has no flag form).
+    #[serde(default)]
+    pub notify: Option<crate::notify::config::FileNotify>,
 }
 
 /// `[windows]` in the file, `DEFERWATCH_WINDOW_*` in the environment.
@@ -392,6 +398,7 @@ impl FileConfig {
             sender_org: over.sender_org.or(self.sender_org),
             windows: self.windows.overlay(&over.windows),
             checks: self.checks.overlay(over.checks),
+            notify: over.notify.or(self.notify),
         }
     }
 
@@ -450,6 +457,7 @@ impl FileConfig {
             smtp_url: self.smtp_url,
             smtp_from: self.smtp_from,
             sender_org: self.sender_org,
+            notify: self.notify.unwrap_or_default().resolve()?,
         };
         if cfg.sweep_interval.is_zero() || cfg.prune_interval.is_zero() {
             return Err(ConfigError::Invalid(

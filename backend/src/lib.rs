@@ -13,6 +13,7 @@ pub mod event;
 pub mod incidents;
 pub mod ingest;
 pub mod metrics;
+pub mod notify;
 pub mod report;
 pub mod smtp;
 pub mod store;
