@@ -664,3 +664,48 @@ async fn the_ips_page_lists_every_sending_ip_with_its_incidents() {
         "a column per blocklist"
     );
 }
+
+#[tokio::test]
+async fn the_settings_page_shows_webhooks_masked_and_their_delivery_log() {
+    use deferwatch::notify::config::{Event, Format, NotifyConfig, Webhook};
+    // A loopback port nobody listens on: every attempt fails at the transport.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = TestApp::spawn_with(Backend::Sqlite, |cfg| {
+        cfg.notify = NotifyConfig {
+            webhooks: vec![Webhook {
+                url: format!("http://127.0.0.1:{port}/services/T0001/B0002/s3cretT0ken"),
+                format: Format::Slack,
+                phases: vec![deferwatch::incidents::Phase::Cooling],
+                events: vec![Event::Opened],
+            }],
+            interval: std::time::Duration::from_secs(3600),
+            ..NotifyConfig::default()
+        };
+    })
+    .await;
+    let id = seed_incident(&app).await;
+    deferwatch::notify::run_once(&app.state).await.unwrap();
+    add_user(&app, "alice", Role::Admin).await;
+    let b = Browser::new(&app);
+    b.login("alice", "correct horse battery").await;
+    let (status, html, _) = b.get("/settings").await;
+    assert_eq!(status, 200);
+    assert!(
+        !html.contains("s3cretT0ken"),
+        "the hook's secret never reaches the page"
+    );
+    assert!(html.contains("****"), "masked URL shown");
+    assert!(html.contains("slack"));
+    assert!(
+        html.contains(&format!("href=\"/incidents/{id}\"")),
+        "delivery log row"
+    );
+    assert!(
+        html.contains(">pending<"),
+        "retrying after a transport error"
+    );
+}

@@ -1235,14 +1235,56 @@ async fn revoke_source(
 
 // ------------------------------------------------------------------ settings
 
-fn settings_view(
+async fn settings_view(
     state: &AppState,
     s: &crate::store::web::Session,
     values: &BTreeMap<String, String>,
     errors: &[(String, String)],
     saved: bool,
     updated: Option<String>,
-) -> SettingsPage {
+) -> Result<SettingsPage, PageError> {
+    let now = state.clock.now();
+    let webhooks = state
+        .config
+        .notify
+        .webhooks
+        .iter()
+        .map(|w| WebhookRow {
+            url: crate::notify::config::mask_url(&w.url),
+            format: w.format.as_str().to_string(),
+            triggers: w
+                .events
+                .iter()
+                .map(|e| e.as_str().to_string())
+                .chain(w.phases.iter().map(|p| p.as_str().to_string()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+        .collect();
+    let deliveries = crate::notify::list_deliveries(state, 50)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .into_iter()
+        .map(|d| DeliveryRow {
+            at: When::new(d.last_attempt_at.unwrap_or(d.created_at), now),
+            incident_id: d.incident_id,
+            what: match &d.phase {
+                Some(p) => format!("{} {p}", d.event),
+                None => d.event.clone(),
+            },
+            webhook: d.webhook,
+            state: d.state.as_str().into(),
+            attempts: d.attempts,
+            last: match (d.last_status, d.last_error) {
+                (_, Some(e)) => e,
+                (Some(st), None) => format!("HTTP {st}"),
+                (None, None) => match d.next_attempt_at {
+                    Some(n) => format!("next attempt {}", views::relative(n, now)),
+                    None => String::new(),
+                },
+            },
+        })
+        .collect();
     let mut groups: Vec<(&'static str, Vec<SettingField>)> = Vec::new();
     for spec in super::settings::FIELDS {
         let field = SettingField {
@@ -1265,13 +1307,15 @@ fn settings_view(
             None => groups.push((spec.group, vec![field])),
         }
     }
-    SettingsPage {
+    Ok(SettingsPage {
+        webhooks,
+        deliveries,
         nav: nav(state, s, "settings"),
         groups,
         saved,
         has_errors: !errors.is_empty(),
         updated,
-    }
+    })
 }
 
 async fn settings_page(
@@ -1285,14 +1329,9 @@ async fn settings_page(
         .setting(super::settings::SETTINGS_KEY)
         .await?
         .map(|_| "in this dashboard".to_string());
-    Ok(views::render(&settings_view(
-        &state,
-        &s,
-        &values,
-        &[],
-        fq.done.is_some(),
-        updated,
-    )))
+    Ok(views::render(
+        &settings_view(&state, &s, &values, &[], fq.done.is_some(), updated).await?,
+    ))
 }
 
 async fn save_settings(
@@ -1311,7 +1350,7 @@ async fn save_settings(
         .collect();
     let mut cfg = (*state.effective()).clone();
     if let Err(errors) = super::settings::apply(&values, &mut cfg) {
-        let page = settings_view(&state, &s, &values, &errors, false, None);
+        let page = settings_view(&state, &s, &values, &errors, false, None).await?;
         return Ok((StatusCode::BAD_REQUEST, views::render(&page)).into_response());
     }
     let doc = serde_json::to_string(&super::settings::RuntimeSettings {

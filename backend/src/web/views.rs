@@ -362,9 +362,27 @@ pub struct SettingField {
     pub multiline: bool,
 }
 
+pub struct WebhookRow {
+    pub url: String,
+    pub format: String,
+    pub triggers: String,
+}
+
+pub struct DeliveryRow {
+    pub at: When,
+    pub incident_id: i64,
+    pub what: String,
+    pub webhook: String,
+    pub state: String,
+    pub attempts: u32,
+    pub last: String,
+}
+
 #[derive(Template)]
 #[template(path = "settings.html")]
 pub struct SettingsPage {
+    pub webhooks: Vec<WebhookRow>,
+    pub deliveries: Vec<DeliveryRow>,
     pub nav: Nav,
     pub groups: Vec<(&'static str, Vec<SettingField>)>,
     pub saved: bool,
