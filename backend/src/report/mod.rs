@@ -4,6 +4,7 @@
 //!
 //! Pure: the caller loads the incident, its checks and changes, and passes `now`.
 
+pub mod digest;
 mod text;
 
 use crate::incidents::advice::{
