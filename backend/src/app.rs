@@ -63,7 +63,10 @@ impl Inner {
     }
 
     pub fn overview(&self) -> Option<Arc<crate::incidents::Overview>> {
-        self.overview.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.overview
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Recomputes the cached overview from the open incidents.

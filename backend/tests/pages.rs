@@ -315,7 +315,10 @@ async fn actions_are_recorded_and_bad_input_comes_back_with_the_reason() {
         .await;
     assert_eq!(status, 400);
     assert!(html.contains("must be in the future"), "{html}");
-    assert!(html.contains("name=\"until\""), "the incident page and its forms come back");
+    assert!(
+        html.contains("name=\"until\""),
+        "the incident page and its forms come back"
+    );
     assert!(html.contains("Nothing was changed"));
     let (status, html, _) = b
         .post(
