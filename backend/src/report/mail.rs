@@ -169,20 +169,26 @@ impl Mailer {
         })
     }
 
+    /// A Message-ID for the next send, known before sending so that a refused
+    /// attempt is recorded under it too.
+    pub fn new_message_id(&self) -> String {
+        new_message_id(&self.from)
+    }
+
     /// Sends the report; `Ok` only when the relay accepted it.
     pub async fn send(
         &self,
         report: &EscalationReport,
         to: &[String],
         date: DateTime<Utc>,
+        message_id: &str,
     ) -> Result<SendOutcome, MailError> {
         let to = parse_recipients(to)?;
-        let message_id = new_message_id(&self.from);
-        let message = report.message(self.from.clone(), to, date, &message_id)?;
+        let message = report.message(self.from.clone(), to, date, message_id)?;
         let response = self.transport.send(message).await?;
         let text: Vec<&str> = response.message().collect();
         Ok(SendOutcome {
-            message_id,
+            message_id: message_id.to_string(),
             relay_response: format!("{} {}", response.code(), text.join(" "))
                 .trim_end()
                 .to_string(),

@@ -5,6 +5,8 @@
 mod common;
 #[macro_use]
 pub mod web;
+#[macro_use]
+pub mod reports;
 mod commit;
 pub mod postgres;
 mod rows;
@@ -249,7 +251,7 @@ impl Default for ConnectOptions {
 }
 
 #[async_trait]
-pub trait Store: web::WebStore + Send + Sync + 'static {
+pub trait Store: web::WebStore + reports::ReportStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
     async fn ping(&self) -> Result<()>;
 

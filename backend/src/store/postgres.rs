@@ -129,3 +129,5 @@ super::common::impl_write_tx!(PgTx, {
 super::common::impl_store!(PgStore, Backend::Postgres, {});
 
 impl_web_store!(PgStore);
+
+impl_report_store!(PgStore);

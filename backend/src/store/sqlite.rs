@@ -143,3 +143,5 @@ super::common::impl_write_tx!(SqliteTx, {
 super::common::impl_store!(SqliteStore, Backend::Sqlite, {});
 
 impl_web_store!(SqliteStore);
+
+impl_report_store!(SqliteStore);
