@@ -138,6 +138,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::ingest::http::router(&state))
         .merge(crate::web::api::router())
+        .merge(crate::web::reports_api::router())
         .merge(crate::web::pages::router(&state))
         .layer(CatchPanicLayer::custom(|_| {
             crate::web::error::AppError::Internal("handler panicked".into()).into_response()

@@ -73,6 +73,40 @@ pub enum Command {
     Check(CheckCmd),
     /// Drive a real server with load and print events/s and latency percentiles.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Print an incident's escalation report (`report ID`), or email it through the
+    /// configured relay (`report send ID --to ADDR`).
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    pub cmd: Option<ReportCmd>,
+    /// The incident's id, as in the dashboard and the API.
+    #[arg(required = true)]
+    pub incident: Option<i64>,
+    /// text (what postmaster forms take), html, or eml (a complete message to open in
+    /// a mail client).
+    #[arg(long, default_value = "text", value_parser = ["text", "html", "eml"])]
+    pub format: String,
+    /// Recipient written into an .eml (repeatable); default postmaster@ the most
+    /// deferred recipient domain.
+    #[arg(long)]
+    pub to: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCmd {
+    /// Email the report through DEFERWATCH_SMTP_URL from DEFERWATCH_SMTP_FROM (or the
+    /// settings saved in the dashboard); every attempt is recorded.
+    Send {
+        /// The incident's id.
+        incident: i64,
+        /// Recipient address (repeatable).
+        #[arg(long, required = true)]
+        to: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -671,6 +705,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Report(args) => run_report(&cli, args, clock.now()).await,
         Command::Sweep => {
             let cfg = load_config(&cli, None)?;
             let store = open_store(&cfg).await?;
@@ -765,6 +800,102 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn run_report(
+    cli: &Cli,
+    args: &ReportArgs,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), CliError> {
+    use crate::report::gather;
+    use std::io::Write;
+    let mut cfg = load_config(cli, None)?;
+    // The relay settings from the environment, as `serve` takes them; settings saved
+    // in the dashboard still win, as they do for the server.
+    for (var, slot) in [
+        ("DEFERWATCH_SMTP_URL", &mut cfg.smtp_url),
+        ("DEFERWATCH_SMTP_FROM", &mut cfg.smtp_from),
+    ] {
+        if let Ok(v) = std::env::var(var)
+            && !v.trim().is_empty()
+        {
+            *slot = Some(v);
+        }
+    }
+    let store = open_store(&cfg).await?;
+    // The report names the sender and uses the thresholds the dashboard shows.
+    apply_saved_settings(&store, &mut cfg).await?;
+    let id = match &args.cmd {
+        Some(ReportCmd::Send { incident, .. }) => *incident,
+        None => args
+            .incident
+            .ok_or_else(|| CliError::Usage("report: give an incident id".into()))?,
+    };
+    let inc = store
+        .incident(id)
+        .await?
+        .ok_or_else(|| CliError::Usage(format!("no incident {id}")))?;
+    let report = gather::report(&*store, &cfg, &cfg.thresholds, &inc, now).await?;
+    match &args.cmd {
+        Some(ReportCmd::Send { to, .. }) => {
+            let user = std::env::var("USER").unwrap_or_default();
+            let username = if user.is_empty() {
+                "cli".to_string()
+            } else {
+                format!("cli:{user}")
+            };
+            match gather::send_and_record(&*store, &cfg, &report, id, to, &username, now).await {
+                Ok((_, outcome)) => {
+                    println!(
+                        "sent to {}: Message-ID {}; relay answered: {}",
+                        to.join(", "),
+                        outcome.message_id,
+                        outcome.relay_response
+                    );
+                    Ok(())
+                }
+                Err(gather::SendError::Relay { error, .. }) => Err(CliError::Usage(format!(
+                    "not sent (attempt recorded): {error}"
+                ))),
+                Err(gather::SendError::Store(e)) => Err(e.into()),
+                Err(e) => Err(CliError::Usage(e.to_string())),
+            }
+        }
+        None => {
+            let body = match args.format.as_str() {
+                "html" => report
+                    .to_html()
+                    .map_err(|e| CliError::Usage(e.to_string()))?
+                    .into_bytes(),
+                "eml" => {
+                    let from = cfg
+                        .smtp_from
+                        .as_deref()
+                        .filter(|f| !f.trim().is_empty())
+                        .ok_or_else(|| {
+                            CliError::Usage(
+                                "an .eml needs a From address: set DEFERWATCH_SMTP_FROM".into(),
+                            )
+                        })?;
+                    let mut to = args.to.clone();
+                    if to.is_empty() {
+                        to.extend(crate::web::reports_api::suggested_recipient(&inc));
+                    }
+                    let from_box = crate::report::mail::parse_from(from)
+                        .map_err(|e| CliError::Usage(e.to_string()))?;
+                    let message_id = crate::report::mail::new_message_id(&from_box);
+                    report
+                        .to_eml(from, &to, now, &message_id)
+                        .map_err(|e| CliError::Usage(e.to_string()))?
+                }
+                _ => report.to_text().into_bytes(),
+            };
+            let mut out = std::io::stdout().lock();
+            out.write_all(&body)?;
+            out.flush()?;
+            Ok(())
+        }
+    }
 }
 
 /// A password from a prompt (asked twice), or the first line of stdin when it is not

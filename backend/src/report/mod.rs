@@ -2,11 +2,25 @@
 //! receiving postmaster can act on, as a structured model that the dashboard renders
 //! as plain text and the mailer as HTML and .eml, so every form says the same thing.
 //!
-//! Pure: the caller loads the incident, its checks and changes, and passes `now`.
+//! The plain text carries one labelled line or block per field a postmaster form asks
+//! for (issue 7): `Source IP`, `HELO/EHLO`, `Destination domain`, `Remote MX`, `First
+//! seen`, `Last seen`, `Response`, `Scope`, `Retry pattern`, `Sender checks`, plus a
+//! transcript sample.
+//!
+//! `build` is pure: the caller loads the incident, its checks, changes and a sample of
+//! its events, and passes `now`; `gather` does that loading for the page, the API and
+//! the CLI alike.
 
 pub mod digest;
+pub mod gather;
+mod html;
+pub mod mail;
 mod text;
 
+pub use mail::{MailError, Mailer, ReportError, SendOutcome};
+
+use crate::checks::Verdict;
+use crate::event::{EventType, StoredEvent};
 use crate::incidents::advice::{
     LEAD_WINDOW, SubjectRole, destination_label, fmt_minute, fmt_second, join_names, relevant,
     subject_role,
@@ -15,10 +29,12 @@ use crate::incidents::engine::human;
 use crate::incidents::model::{Incident, Status, UNKNOWN_IP};
 use crate::incidents::phase::Thresholds;
 use crate::incidents::scope::{SourceIpScope, scope};
+use crate::smtp::Stage;
 use crate::smtp::provider::provider_by_key;
 use crate::store::{StoredCheck, StoredCheckChange};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Replies quoted in full; the rest are counted, so a report stays readable.
 const MAX_REPLIES: usize = 8;
@@ -39,6 +55,11 @@ pub struct ReportInput<'a> {
     /// Latest result of every check on the incident's subjects (`subjects_for`).
     pub checks: &'a [StoredCheck],
     pub changes: &'a [StoredCheckChange],
+    /// A sample of the incident's stored events, oldest first (`gather::SAMPLE_EVENTS`):
+    /// the incident keeps MX host names but not their IPs, and no single attempt, so
+    /// the remote MX IPs and the transcript sample come from here. May be empty; the
+    /// report then says what was not reported rather than guessing.
+    pub events: &'a [StoredEvent],
     pub thresholds: &'a Thresholds,
     pub now: DateTime<Utc>,
     pub sender: SenderInfo<'a>,
@@ -88,6 +109,9 @@ pub enum Item {
 pub struct Field {
     pub label: String,
     pub value: String,
+    /// Further values under the same label, one line each (one MX host per line).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<String>,
     /// DNS records behind the value, quoted exactly.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<String>,
@@ -98,6 +122,7 @@ impl Field {
         Field {
             label: label.into(),
             value: value.into(),
+            more: Vec::new(),
             records: Vec::new(),
         }
     }
@@ -108,6 +133,18 @@ impl EscalationReport {
     /// columns, SMTP replies and DNS records left exactly as received.
     pub fn to_text(&self) -> String {
         text::render(self)
+    }
+
+    /// The email's text/plain part: `to_text` without the subject line, which is the
+    /// message's Subject header there.
+    pub fn body_text(&self) -> String {
+        text::render_body(self)
+    }
+
+    /// The HTML alternative of the email: the same model through an askama template,
+    /// every value escaped.
+    pub fn to_html(&self) -> Result<String, ReportError> {
+        html::render(self)
     }
 }
 
@@ -182,10 +219,11 @@ pub fn build(input: &ReportInput) -> EscalationReport {
 
     let sections = vec![
         sending_side(inc, &sc, input.sender),
-        destination(inc, &dest),
+        destination(inc, &dest, input.events),
         timeline(inc, input.thresholds, input.now),
         scope_section(inc, &sc),
         replies(inc),
+        transcript(inc, input.events),
         retry_pattern(inc),
         checks_section(inc, input.checks),
         changes_section(inc, input.changes, input.now),
@@ -329,8 +367,8 @@ fn sending_side(
         items.push(Item::Fields {
             heading: Some("Deferred source IP:".to_string()),
             rows: vec![
-                Field::new("IP address", ip.as_str()),
-                Field::new("HELO/EHLO name", helo_list(&r.helos)),
+                Field::new("Source IP", ip.as_str()),
+                Field::new("HELO/EHLO", helo_list(&r.helos)),
                 Field::new(
                     "Attempts",
                     format!(
@@ -359,8 +397,8 @@ fn sending_side(
         items.push(Item::Fields {
             heading: Some("Unaffected source IP, for comparison:".to_string()),
             rows: vec![
-                Field::new("IP address", ip.as_str()),
-                Field::new("HELO/EHLO name", helo_list(&r.helos)),
+                Field::new("Source IP", ip.as_str()),
+                Field::new("HELO/EHLO", helo_list(&r.helos)),
                 Field::new(
                     "Attempts",
                     format!(
@@ -421,49 +459,71 @@ fn tally_list(items: &[(&str, u64)], other: u64, what: &str) -> String {
     parts.join(", ")
 }
 
-fn destination(inc: &Incident, dest: &str) -> Option<Section> {
-    let mut rows = Vec::new();
+fn destination(inc: &Incident, dest: &str, events: &[StoredEvent]) -> Option<Section> {
+    let domains = inc.recipient_domains.sorted();
+    let mut rows = vec![Field::new(
+        "Destination domain",
+        if domains.is_empty() {
+            dest.to_string()
+        } else {
+            tally_list(&domains, inc.recipient_domains.other, "deferred")
+        },
+    )];
     if let Some(p) = provider_by_key(&inc.destination) {
         rows.push(Field::new("Mail provider", p.name));
-    } else {
-        rows.push(Field::new("Destination", dest));
     }
-    let domains = inc.recipient_domains.sorted();
-    rows.push(Field::new(
-        "Recipient domains",
-        tally_list(&domains, inc.recipient_domains.other, "deferred"),
-    ));
-    let mut items = vec![Item::Fields {
-        heading: None,
-        rows,
-    }];
-    if !inc.mx_hosts.is_empty() {
-        let mut hosts: Vec<(&String, &crate::incidents::model::Counts)> =
-            inc.mx_hosts.iter().collect();
-        hosts.sort_by(|a, b| b.1.deferred.cmp(&a.1.deferred).then(a.0.cmp(b.0)));
-        items.push(Item::Table {
-            heading: Some("Remote MX hosts our servers talked to:".to_string()),
-            columns: vec!["MX host".into(), "Deferred".into(), "Delivered".into()],
-            rows: hosts
-                .iter()
-                .map(|(h, c)| {
-                    vec![
-                        (*h).clone(),
-                        c.deferred.to_string(),
-                        c.delivered.to_string(),
-                    ]
-                })
-                .collect(),
-        });
+    let ips = mx_ips(events);
+    let mut hosts: Vec<(&String, &crate::incidents::model::Counts)> = inc.mx_hosts.iter().collect();
+    hosts.sort_by(|a, b| b.1.deferred.cmp(&a.1.deferred).then(a.0.cmp(b.0)));
+    let mut lines: Vec<String> = hosts
+        .iter()
+        .map(|(h, c)| {
+            let ip = match ips.get(&h.to_ascii_lowercase()) {
+                Some(set) if set.len() == 1 => format!("IP {}", join_set(set)),
+                Some(set) => format!("IPs {}", join_set(set)),
+                None => "IP not reported".to_string(),
+            };
+            format!(
+                "{h} ({ip}): {} deferred, {} delivered",
+                c.deferred, c.delivered
+            )
+        })
+        .collect();
+    rows.push(if lines.is_empty() {
+        Field::new("Remote MX", "not reported by our MTA")
     } else {
-        items.push(Item::Paragraph {
-            text: "The remote MX host was not reported by our MTA.".to_string(),
-        });
-    }
+        let first = lines.remove(0);
+        Field {
+            more: lines,
+            ..Field::new("Remote MX", first)
+        }
+    });
     Some(Section {
         title: "Destination".to_string(),
-        items,
+        items: vec![Item::Fields {
+            heading: None,
+            rows,
+        }],
     })
+}
+
+/// The IPs our MTA reported for each MX host (lowercased) in the sampled events.
+fn mx_ips(events: &[StoredEvent]) -> BTreeMap<String, BTreeSet<&str>> {
+    let mut out: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    for e in events {
+        if let (Some(h), Some(ip)) = (&e.mx_host, &e.mx_ip)
+            && !ip.trim().is_empty()
+        {
+            out.entry(h.to_ascii_lowercase())
+                .or_default()
+                .insert(ip.trim());
+        }
+    }
+    out
+}
+
+fn join_set(set: &BTreeSet<&str>) -> String {
+    set.iter().copied().collect::<Vec<_>>().join(", ")
 }
 
 fn timeline(inc: &Incident, th: &Thresholds, now: DateTime<Utc>) -> Option<Section> {
@@ -525,8 +585,9 @@ fn timeline(inc: &Incident, th: &Thresholds, now: DateTime<Utc>) -> Option<Secti
 }
 
 fn scope_section(inc: &Incident, sc: &crate::incidents::Scope) -> Option<Section> {
-    let mut items = vec![Item::Paragraph {
-        text: format!("{}.", capitalise(&sc.summary)),
+    let mut items = vec![Item::Fields {
+        heading: None,
+        rows: vec![Field::new("Scope", capitalise(&sc.summary))],
     }];
     let comparison: Vec<String> = sc
         .ips
@@ -599,7 +660,7 @@ fn replies(inc: &Incident) -> Option<Section> {
     sorted.sort_by(|a, b| b.count.cmp(&a.count).then(a.first_seen.cmp(&b.first_seen)));
     let mut items = Vec::new();
     for r in sorted.iter().take(MAX_REPLIES) {
-        let mut heading = count(r.count, "deferral", "deferrals");
+        let mut heading = format!("Response: {}", count(r.count, "deferral", "deferrals"));
         if let Some(w) = stage_words(&r.stage) {
             heading.push_str(", ");
             heading.push_str(w);
@@ -659,7 +720,22 @@ fn retry_pattern(inc: &Incident) -> Option<Section> {
         .range(first_hour..=last_hour)
         .filter(|(_, b)| b.d > 0)
         .count();
+    let interval = if c.deferred > 1 {
+        let gaps = i32::try_from(c.deferred - 1).unwrap_or(i32::MAX);
+        format!("one every {} on average", exact_duration(span / gaps))
+    } else {
+        "a single deferral".to_string()
+    };
     let mut rows = vec![
+        Field::new(
+            "Retry pattern",
+            format!(
+                "{} over {}, {interval}; {rate:.1} per hour; deferrals in {with_deferrals} \
+                 of {slots} clock hours from first to last deferral",
+                count(c.deferred, "deferral", "deferrals"),
+                exact_duration(span),
+            ),
+        ),
         Field::new(
             "Attempts",
             format!(
@@ -669,18 +745,6 @@ fn retry_pattern(inc: &Incident) -> Option<Section> {
                 c.delivered,
                 c.bounced
             ),
-        ),
-        Field::new(
-            "Deferral rate",
-            format!(
-                "{rate:.1} per hour ({} in {})",
-                c.deferred,
-                exact_duration(span)
-            ),
-        ),
-        Field::new(
-            "Hours with deferrals",
-            format!("{with_deferrals} of {slots} clock hours from first to last deferral"),
         ),
     ];
     if let Some((h, b)) = inc
@@ -790,18 +854,25 @@ fn checks_section(inc: &Incident, checks: &[StoredCheck]) -> Option<Section> {
                     } else {
                         format!("{}: {}", c.result.verdict, c.result.detail.trim())
                     },
+                    more: Vec::new(),
                     records: c.result.records.clone(),
                 })
                 .collect(),
         });
     }
+    let summary = Item::Fields {
+        heading: None,
+        rows: vec![Field::new(
+            "Sender checks",
+            sender_checks_summary(inc, checks),
+        )],
+    };
     if items.is_empty() {
-        items.push(Item::Paragraph {
-            text: "No sender checks have been recorded for this incident yet.".to_string(),
-        });
+        items.push(summary);
     } else {
+        items.insert(0, summary);
         items.insert(
-            0,
+            1,
             Item::Paragraph {
                 text: "DNS and policy checks of our side (and of your MX and TLS policy), \
                        with the records seen. Verdicts: pass, warn, fail, error (could not \
@@ -813,6 +884,161 @@ fn checks_section(inc: &Incident, checks: &[StoredCheck]) -> Option<Section> {
     Some(Section {
         title: "Sender checks reviewed".to_string(),
         items,
+    })
+}
+
+/// The families of sender-side checks the runbook asks to rule out, in its order.
+const CHECK_FAMILIES: [(&str, &[&str]); 5] = [
+    ("PTR/FCrDNS", &["ptr", "fcrdns"]),
+    ("HELO", &["helo"]),
+    ("SPF", &["spf"]),
+    ("DKIM", &["dkim"]),
+    ("DMARC", &["dmarc"]),
+];
+
+fn is_blocklist(name: &str) -> bool {
+    name.starts_with("dnsbl:") || name.starts_with("rhsbl:")
+}
+
+/// One line: the worst verdict per check family over our deferred IPs and sender
+/// domains (the comparison IP and the recipient's DNS are not "sender checks"), and
+/// when they ran.
+fn sender_checks_summary(inc: &Incident, checks: &[StoredCheck]) -> String {
+    let ours: Vec<&StoredCheck> = checks
+        .iter()
+        .filter(|c| {
+            let role = subject_role(inc, &c.subject);
+            matches!(role, SubjectRole::AffectedIp | SubjectRole::SenderDomain)
+                && relevant(role, &c.result.name)
+        })
+        .collect();
+    if ours.is_empty() {
+        return "none recorded for this incident yet".to_string();
+    }
+    let worst = |pick: &dyn Fn(&str) -> bool| -> Option<Verdict> {
+        ours.iter()
+            .filter(|c| pick(&c.result.name))
+            .map(|c| c.result.verdict)
+            .reduce(Verdict::worst)
+    };
+    let mut parts: Vec<String> = CHECK_FAMILIES
+        .iter()
+        .map(|(label, names)| match worst(&|n| names.contains(&n)) {
+            Some(v) => format!("{label} {v}"),
+            None => format!("{label} not checked"),
+        })
+        .collect();
+    let lists: BTreeSet<&str> = ours
+        .iter()
+        .filter(|c| is_blocklist(&c.result.name))
+        .map(|c| c.result.name.as_str())
+        .collect();
+    let listed: BTreeSet<&str> = ours
+        .iter()
+        .filter(|c| is_blocklist(&c.result.name) && c.result.verdict == Verdict::Fail)
+        .map(|c| c.result.name.split_once(':').map_or("", |(_, z)| z))
+        .collect();
+    parts.push(match worst(&is_blocklist) {
+        None => "blocklists not checked".to_string(),
+        Some(Verdict::Fail) => format!(
+            "blocklists fail (listed on {} of {} lists: {})",
+            listed.len(),
+            lists.len(),
+            listed.iter().copied().collect::<Vec<_>>().join(", ")
+        ),
+        Some(v) => format!(
+            "blocklists {v} ({})",
+            count(lists.len() as u64, "list", "lists")
+        ),
+    });
+    let first = ours.iter().map(|c| c.checked_at).min();
+    let last = ours.iter().map(|c| c.checked_at).max();
+    let when = match (first, last) {
+        (Some(f), Some(l)) if f != l => {
+            format!("checked between {} and {}", fmt_second(f), fmt_second(l))
+        }
+        (Some(f), _) => format!("checked {}", fmt_second(f)),
+        _ => String::new(),
+    };
+    format!("{}; {when}", parts.join(", "))
+}
+
+/// What a client says before the reply of each stage, in session order.
+fn client_commands(e: &StoredEvent) -> Option<Vec<String>> {
+    let helo = format!(
+        "C: EHLO {}",
+        e.helo.as_deref().unwrap_or("(HELO name not reported)")
+    );
+    let mail = format!("C: MAIL FROM:<{}>", e.sender.as_deref().unwrap_or(""));
+    let rcpt = format!("C: RCPT TO:<{}>", e.recipient);
+    let data = "C: DATA".to_string();
+    Some(match e.stage {
+        Stage::Connect => vec![],
+        Stage::Ehlo => vec![helo],
+        Stage::Starttls => vec![helo, "C: STARTTLS".to_string()],
+        Stage::Mail => vec![helo, mail],
+        Stage::Rcpt => vec![helo, mail, rcpt],
+        Stage::Data => vec![helo, mail, rcpt, data],
+        Stage::EndOfData => vec![
+            helo,
+            mail,
+            rcpt,
+            data,
+            "C: (message content)".to_string(),
+            "C: .".to_string(),
+        ],
+        Stage::Unknown => return None,
+    })
+}
+
+/// One deferred attempt from the stored events, as a session transcript: the commands
+/// up to the stage the reply answered, with the names and addresses our MTA logged,
+/// and the reply exactly as logged. Only the reply is the receiver's own text, and the
+/// heading says so; nothing is shown that the event did not carry.
+fn transcript(inc: &Incident, events: &[StoredEvent]) -> Option<Section> {
+    let top = inc
+        .replies
+        .iter()
+        .max_by(|a, b| a.count.cmp(&b.count).then(b.first_seen.cmp(&a.first_seen)));
+    let deferred = || {
+        events
+            .iter()
+            .filter(|e| e.kind == EventType::Deferred && e.response.is_some())
+    };
+    let e = top
+        .and_then(|r| deferred().find(|e| e.response.as_deref() == Some(r.text.as_str())))
+        .or_else(|| deferred().next())?;
+    let response = e.response.as_deref().unwrap_or_default();
+    let mx = match (&e.mx_host, &e.mx_ip) {
+        (Some(h), Some(ip)) => format!("{h} [{ip}]"),
+        (Some(h), None) => format!("{h} (IP not reported)"),
+        (None, Some(ip)) => format!("[{ip}]"),
+        (None, None) => "the remote MX (not reported)".to_string(),
+    };
+    let mut lines = vec![format!(
+        "Connected from {} to {mx}",
+        e.source_ip.as_deref().unwrap_or("(source IP not reported)")
+    )];
+    let commands = client_commands(e);
+    let known_stage = commands.is_some();
+    lines.extend(commands.unwrap_or_default());
+    lines.extend(response.lines().map(|l| format!("S: {l}")));
+    let stage = if known_stage {
+        String::new()
+    } else {
+        " The session stage was not reported, so only the reply is shown.".to_string()
+    };
+    Some(Section {
+        title: "Transcript sample".to_string(),
+        items: vec![Item::Quote {
+            heading: format!(
+                "One deferred attempt at {}, reconstructed from our MTA's log: C: lines are \
+                 the commands our server had sent by then, S: the reply exactly as \
+                 logged.{stage}",
+                fmt_second(e.timestamp)
+            ),
+            lines,
+        }],
     })
 }
 

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::checks::{CheckResult, Verdict};
-use crate::event::{EventType, NewEvent};
+use crate::event::{EventType, NewEvent, StoredEvent};
 use crate::incidents::engine::{Engine, Timeline};
 use crate::smtp::{Classifier, Stage};
 use EventType::{Deferred, Delivered};
@@ -128,6 +128,49 @@ fn incident(events: Vec<NewEvent>) -> Incident {
     tl.incidents.remove(0)
 }
 
+/// Events as the store gives them back: what the report samples for MX IPs and the
+/// transcript. The MTA reported the MX IP on every second attempt only.
+fn stored_events(events: &[NewEvent]) -> Vec<StoredEvent> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| StoredEvent {
+            id: i as i64 + 1,
+            source: "mta1".into(),
+            ext_id: e.ext_id.clone(),
+            kind: e.kind,
+            timestamp: e.time,
+            received_at: e.received_at,
+            recipient: e.recipient.clone(),
+            recipient_domain: e.recipient_domain.clone(),
+            sender: e.sender.clone(),
+            source_ip: e.source_ip.clone(),
+            helo: e.helo.clone(),
+            mx_host: e.mx_host.clone(),
+            mx_ip: (i % 2 == 0).then(|| "142.250.102.26".to_string()),
+            destination: e.destination.clone(),
+            response: e.response.clone(),
+            code: e.code,
+            enhanced: e.enhanced.clone(),
+            stage: e.stage,
+            cause: e.cause(),
+            action: None,
+            classification: None,
+            attempt: e.attempt,
+            pool: e.pool.clone(),
+            message_id: e.message_id.clone(),
+            incident_id: Some(1),
+            raw: serde_json::Value::Null,
+        })
+        .collect()
+}
+
+fn sorted_events() -> Vec<NewEvent> {
+    let mut v = events();
+    v.sort_by_key(|e| e.time);
+    v
+}
+
 const SPF_RECORD: &str = "v=spf1 ip4:198.51.100.0/24 include:_spf.mailer.example -all";
 const DMARC_RECORD: &str = "v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@sender.example; ruf=mailto:dmarc-forensic@sender.example; fo=1";
 
@@ -245,6 +288,7 @@ fn report(inc: &Incident, sender: SenderInfo) -> EscalationReport {
         incident: inc,
         checks: &checks(),
         changes: &changes(),
+        events: &stored_events(&sorted_events()),
         thresholds: &Thresholds::default(),
         now: at(25 * 3600 + 600),
         sender,
@@ -321,10 +365,10 @@ fn replies_are_quoted_verbatim_with_counts_and_exact_times() {
     // The representative reply is the first one seen, quoted whole, lines unwrapped.
     assert!(text.contains(&format!("{}\n", gmail_421(0))), "{text}");
     assert!(text.contains(
-        "51 deferrals, in reply to RCPT TO, first 2026-11-22 06:00:07 UTC, last\n2026-11-23 07:00:07 UTC:\n421-4.7.28 [198.51.100.25      15]"
+        "Response: 51 deferrals, in reply to RCPT TO, first 2026-11-22 06:00:07 UTC,\nlast 2026-11-23 07:00:07 UTC:\n421-4.7.28 [198.51.100.25      15]"
     ), "{text}");
     assert!(text.contains(&format!(
-        "4 deferrals, in reply to EHLO, first 2026-11-22 06:15:07 UTC, last 2026-11-22\n15:15:07 UTC:\n{EHLO_421}\n"
+        "Response: 4 deferrals, in reply to EHLO, first 2026-11-22 06:15:07 UTC, last\n2026-11-22 15:15:07 UTC:\n{EHLO_421}\n"
     )), "{text}");
 }
 
@@ -352,19 +396,17 @@ fn evidence_sections_carry_exact_facts() {
     );
     // Sending side, with HELO names.
     has(
-        "Deferred source IP:\nIP address:     198.51.100.25\nHELO/EHLO name: mta25.sender.example\nAttempts:       55 deferred, 0 delivered, 0 bounced\nFirst deferral: 2026-11-22 06:00:07 UTC\nLast deferral:  2026-11-23 07:00:07 UTC",
+        "Deferred source IP:\nSource IP:      198.51.100.25\nHELO/EHLO:      mta25.sender.example\nAttempts:       55 deferred, 0 delivered, 0 bounced\nFirst deferral: 2026-11-22 06:00:07 UTC\nLast deferral:  2026-11-23 07:00:07 UTC",
     );
     has(
-        "Unaffected source IP, for comparison:\nIP address:     198.51.100.26\nHELO/EHLO name: mta26.sender.example\nAttempts:       51 delivered, 0 deferred, 0 bounced",
+        "Unaffected source IP, for comparison:\nSource IP:     198.51.100.26\nHELO/EHLO:     mta26.sender.example\nAttempts:      51 delivered, 0 deferred, 0 bounced",
     );
     has("Envelope sender domain: sender.example (55 deferred)");
     has("DKIM selectors:         s2026 (sender.example)");
     // Destination.
+    // Destination, with the MX IP the sampled events reported.
     has(
-        "Mail provider:     Google\nRecipient domains: gmail.com (45 deferred), googlemail.com (10 deferred)",
-    );
-    has(
-        "MX host                     Deferred  Delivered\ngmail-smtp-in.l.google.com        55         51",
+        "Destination domain: gmail.com (45 deferred), googlemail.com (10 deferred)\nMail provider:      Google\nRemote MX:          gmail-smtp-in.l.google.com (IP 142.250.102.26): 55\n                    deferred, 51 delivered\n",
     );
     // Timeline, to the second.
     has(
@@ -372,20 +414,24 @@ fn evidence_sections_carry_exact_facts() {
     );
     has("Status:       still deferring as of 2026-11-23 07:10:07 UTC");
     // Scope in one line.
-    has("One source IP, 2 recipient domains.\n");
+    has("Scope\n-----\n\nScope: One source IP, 2 recipient domains\n");
     says(
         "Unaffected in the same period, towards the same destination: 198.51.100.26 (51 delivered).",
     );
     // Retry pattern.
+    // 55 deferrals in 25 h 0 m 0 s: 54 gaps of 27 m 46 s on average.
     has(
-        "Attempts:             106: 55 deferred, 51 delivered, 0 bounced\nDeferral rate:        2.2 per hour (55 in 1d 1h)\nHours with deferrals: 26 of 26 clock hours from first to last deferral",
+        "Retry pattern: 55 deferrals over 1d 1h, one every 27m 46s on average; 2.2 per\n               hour; deferrals in 26 of 26 clock hours from first to last\n               deferral\nAttempts:      106: 55 deferred, 51 delivered, 0 bounced\nBusiest hour:  2026-11-22 06:00 UTC: 3 deferred, 2 delivered\n",
     );
-    has("Busiest hour:         2026-11-22 06:00 UTC: 3 deferred, 2 delivered");
     has(
         "Per hour, the latest 24 hours with attempts:\nHour (UTC)        Deferred  Delivered  Bounced\n2026-11-22 08:00         2          2        0\n",
     );
     has("2026-11-23 07:00         1          1        0\n");
-    // Checks with verdicts and records, the recipient domain's own DMARC left out.
+    // Checks with verdicts and records, the recipient domain's own DMARC left out,
+    // summed up per family over our deferred IP and sender domain first.
+    says(
+        "Sender checks: PTR/FCrDNS pass, HELO pass, SPF pass, DKIM pass, DMARC pass, blocklists pass (1 list); checked 2026-11-22 06:01:22 UTC",
+    );
     says(
         "198.51.100.25 (deferred source IP, HELO mta25.sender.example), checked 2026-11-22 06:01:22 UTC: dnsbl:zen.spamhaus.org: pass: not listed",
     );
@@ -401,6 +447,16 @@ fn evidence_sections_carry_exact_facts() {
     has(&format!("    {DMARC_RECORD}\n"));
     has("gmail.com (recipient domain), checked 2026-11-22 06:01:22 UTC:\nmx: pass: 5 MX hosts");
     assert!(!text.contains("mailauth-reports"), "{text}");
+    // A transcript of the most frequent reply's first attempt, from the stored events.
+    has(&format!(
+        "Connected from 198.51.100.25 to gmail-smtp-in.l.google.com [142.250.102.26]\nC: EHLO mta25.sender.example\nC: MAIL FROM:<news@sender.example>\nC: RCPT TO:<reader0@gmail.com>\n{}\n",
+        gmail_421(0)
+            .lines()
+            .map(|l| format!("S: {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    ));
+    says("One deferred attempt at 2026-11-22 06:00:07 UTC, reconstructed from our MTA's log");
     // The change before the first deferral, exact.
     says(
         "2026-11-22 05:05:07 UTC: 198.51.100.25: dnsbl:zen.spamhaus.org: fail → pass; removed 127.0.0.3 (before the first deferral)",
@@ -434,6 +490,13 @@ fn prose_wraps_at_78_columns_but_evidence_never_does() {
         .iter()
         .flat_map(|r| r.text.lines().map(str::to_string).collect::<Vec<_>>())
         .collect();
+    // The transcript quotes the same reply lines after its "S: " marker.
+    evidence.extend(inc.replies.iter().flat_map(|r| {
+        r.text
+            .lines()
+            .map(|l| format!("S: {l}"))
+            .collect::<Vec<_>>()
+    }));
     for c in checks() {
         evidence.extend(c.result.records.iter().map(|rec| format!("    {rec}")));
     }
@@ -458,6 +521,7 @@ fn without_sender_information_or_checks_the_report_says_so() {
         incident: &inc,
         checks: &[],
         changes: &[],
+        events: &[],
         thresholds: &Thresholds::default(),
         now: at(25 * 3600 + 600),
         sender: SenderInfo::default(),
@@ -467,7 +531,18 @@ fn without_sender_information_or_checks_the_report_says_so() {
         text.contains("Since 2026-11-22 06:00:07 UTC, your mail servers for gmail.com"),
         "{text}"
     );
-    assert!(text.contains("No sender checks have been recorded for this incident yet."));
+    assert!(
+        text.contains("Sender checks: none recorded for this incident yet\n"),
+        "{text}"
+    );
+    // Without sampled events the MX IP is not made up, and there is no transcript.
+    assert!(
+        text.contains(
+            "Remote MX:          gmail-smtp-in.l.google.com (IP not reported): 55 deferred,\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("Transcript sample"), "{text}");
     assert!(!text.contains("Changes in check results"));
     assert!(!text.contains("Organisation:"));
     assert!(text.ends_with("UTC.)\n\nRegards,\n"), "{text}");
@@ -479,6 +554,7 @@ fn without_sender_information_or_checks_the_report_says_so() {
             incident: &inc,
             checks: &[],
             changes: &[],
+            events: &[],
             thresholds: &Thresholds::default(),
             now: at(25 * 3600 + 600),
             sender: SenderInfo::default()
@@ -521,9 +597,134 @@ fn every_ip_deferred_is_named_as_such() {
     );
     let text = r.to_text();
     assert!(
-        text.contains("All 2 source IPs, one recipient domain, after RCPT TO."),
+        text.contains("Scope: All 2 source IPs, one recipient domain, after RCPT TO\n"),
         "{text}"
     );
     assert!(text.contains("Every IP of ours that sent to this destination in the period was deferred\n(198.51.100.25 and 198.51.100.26)."), "{text}");
     assert!(!text.contains("for comparison"), "{text}");
+}
+
+/// Issue 7: one labelled line or block per field, with exactly these labels.
+pub(crate) const LABELS: [&str; 10] = [
+    "Source IP",
+    "HELO/EHLO",
+    "Destination domain",
+    "Remote MX",
+    "First seen",
+    "Last seen",
+    "Response",
+    "Scope",
+    "Retry pattern",
+    "Sender checks",
+];
+
+#[test]
+fn every_field_has_its_label_at_the_start_of_a_line() {
+    let inc = incident(events());
+    for r in [
+        report(&inc, SENDER),
+        build(&ReportInput {
+            incident: &inc,
+            checks: &[],
+            changes: &[],
+            events: &[],
+            thresholds: &Thresholds::default(),
+            now: at(25 * 3600 + 600),
+            sender: SenderInfo::default(),
+        }),
+    ] {
+        let text = r.to_text();
+        for label in LABELS {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{label}:"))),
+                "no {label:?} line in\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn html_carries_the_same_fields_escaped() {
+    let mut v = events();
+    // A hostile reply: the receiver's text must arrive as text, never as markup.
+    v.push(ev(
+        Deferred,
+        100,
+        A,
+        "gmail.com",
+        "421 4.7.0 <script>alert(1)</script> & \"try later\"",
+        Stage::Rcpt,
+    ));
+    let inc = incident(v);
+    let r = report(&inc, SENDER);
+    let html = r.to_html().unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(
+        html.contains(
+            "421 4.7.0 &#60;script&#62;alert(1)&#60;/script&#62; &#38; &#34;try later&#34;</pre>"
+        ),
+        "{html}"
+    );
+    for label in LABELS {
+        assert!(
+            html.contains(&format!("{label}:")),
+            "no {label:?} in\n{html}"
+        );
+    }
+    // Replies are kept whole in a <pre>, line breaks included.
+    assert!(html.contains(&format!(">{}</pre>", gmail_421(0))), "{html}");
+    assert!(
+        !html.contains("<style"),
+        "styles are inline for email clients"
+    );
+}
+
+#[test]
+fn eml_is_multipart_alternative_with_both_parts() {
+    let inc = incident(events());
+    let r = report(&inc, SENDER);
+    let eml = r
+        .to_eml(
+            "Deferwatch <postmaster@sender.example>",
+            &["postmaster@gmail.com".to_string()],
+            at(25 * 3600 + 600),
+            "<report.1@sender.example>",
+        )
+        .unwrap();
+    let eml = String::from_utf8(eml).unwrap();
+    let (head, body) = eml.split_once("\r\n\r\n").unwrap();
+    for needle in [
+        "From: Deferwatch <postmaster@sender.example>\r\n",
+        "To: postmaster@gmail.com\r\n",
+        "Message-ID: <report.1@sender.example>\r\n",
+        "Date: Mon, 23 Nov 2026 07:10:07 +0000\r\n",
+        "MIME-Version: 1.0\r\n",
+        "Content-Type: multipart/alternative;",
+        "Subject: Persistent 421 deferrals from 198.51.100.25 to gmail.com and\r\n googlemail.com",
+    ] {
+        assert!(head.contains(needle), "missing {needle:?} in\n{head}");
+    }
+    assert!(
+        body.contains("Content-Type: text/plain; charset=utf-8"),
+        "{body}"
+    );
+    assert!(
+        body.contains("Content-Type: text/html; charset=utf-8"),
+        "{body}"
+    );
+    assert!(
+        body.find("text/plain").unwrap() < body.find("text/html").unwrap(),
+        "plain text first: the last alternative is the preferred one"
+    );
+    for bad in [vec!["not an address".to_string()], Vec::new()] {
+        let e = r
+            .to_eml("postmaster@sender.example", &bad, at(0), "<x@y>")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("to: "), "{e}");
+    }
+    let e = r
+        .to_eml("nobody", &["postmaster@gmail.com".into()], at(0), "<x@y>")
+        .unwrap_err();
+    assert!(e.to_string().starts_with("from: "), "{e}");
 }

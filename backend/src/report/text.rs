@@ -12,8 +12,12 @@ const MAX_LABEL: usize = 24;
 const RECORD_INDENT: &str = "    ";
 
 pub(super) fn render(r: &EscalationReport) -> String {
+    format!("Subject: {}\n\n{}", r.subject, render_body(r))
+}
+
+/// Without the subject line: in an email the subject is a header.
+pub(super) fn render_body(r: &EscalationReport) -> String {
     let mut out = String::new();
-    out.push_str(&format!("Subject: {}\n\n", r.subject));
     out.push_str(&r.greeting);
     out.push_str("\n\n");
     for p in &r.opening {
@@ -88,6 +92,9 @@ fn render_fields(out: &mut String, rows: &[Field]) {
             push_wrapped(out, &f.value, &indent, &indent);
         } else {
             push_wrapped(out, &f.value, &first, &indent);
+        }
+        for more in &f.more {
+            push_wrapped(out, more, &indent, &indent);
         }
         for rec in &f.records {
             out.push_str(RECORD_INDENT);

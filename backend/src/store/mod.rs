@@ -7,6 +7,8 @@ mod common;
 pub mod web;
 #[macro_use]
 pub mod notify;
+#[macro_use]
+pub mod reports;
 mod commit;
 pub mod postgres;
 mod rows;
@@ -251,7 +253,9 @@ impl Default for ConnectOptions {
 }
 
 #[async_trait]
-pub trait Store: web::WebStore + notify::NotifyStore + Send + Sync + 'static {
+pub trait Store:
+    web::WebStore + notify::NotifyStore + reports::ReportStore + Send + Sync + 'static
+{
     fn backend(&self) -> Backend;
     async fn ping(&self) -> Result<()>;
 

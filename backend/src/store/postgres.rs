@@ -131,3 +131,5 @@ super::common::impl_store!(PgStore, Backend::Postgres, {});
 impl_web_store!(PgStore);
 
 impl_notify_store!(PgStore);
+
+impl_report_store!(PgStore);

@@ -145,3 +145,5 @@ super::common::impl_store!(SqliteStore, Backend::Sqlite, {});
 impl_web_store!(SqliteStore);
 
 impl_notify_store!(SqliteStore);
+
+impl_report_store!(SqliteStore);

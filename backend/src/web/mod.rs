@@ -6,6 +6,7 @@ pub mod auth;
 pub mod charts;
 pub mod error;
 pub mod pages;
+pub mod reports_api;
 pub mod session;
 pub mod settings;
 pub mod views;

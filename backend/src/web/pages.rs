@@ -587,16 +587,15 @@ async fn incident_view(
         now,
     });
     let cfg = state.effective();
+    let samples = crate::report::gather::sample_events(&*state.store, &inc).await?;
     let report = crate::report::build(&crate::report::ReportInput {
         incident: &inc,
         checks: &stored_checks,
         changes: &changes,
+        events: &samples,
         thresholds: th,
         now,
-        sender: crate::report::SenderInfo {
-            organisation: cfg.sender_org.as_deref(),
-            contact: cfg.smtp_from.as_deref(),
-        },
+        sender: crate::report::gather::sender(&cfg),
     });
     let activity = state.store.activity(id, 200).await?;
     let mut replies = inc.replies.clone();
@@ -807,33 +806,13 @@ async fn report_txt(
         .into_response())
 }
 
-/// The escalation report of an incident with its current checks.
+/// The escalation report of an incident with its current checks: the one builder the
+/// page download, the API and the CLI share.
 pub async fn build_report(
     state: &AppState,
     inc: &Incident,
 ) -> Result<crate::report::EscalationReport, AppError> {
-    let subjects = super::api::check_subjects(inc);
-    let mut checks = Vec::new();
-    for s in &subjects {
-        checks.extend(state.store.latest_checks(s).await?);
-    }
-    let changes = state
-        .store
-        .check_changes(&subjects, Some(inc.first_seen - TimeDelta::days(1)), 200)
-        .await?;
-    let engine = state.engine.get();
-    let cfg = state.effective();
-    Ok(crate::report::build(&crate::report::ReportInput {
-        incident: inc,
-        checks: &checks,
-        changes: &changes,
-        thresholds: &engine.thresholds,
-        now: state.clock.now(),
-        sender: crate::report::SenderInfo {
-            organisation: cfg.sender_org.as_deref(),
-            contact: cfg.smtp_from.as_deref(),
-        },
-    }))
+    Ok(crate::report::gather::for_state(state, inc).await?)
 }
 
 #[derive(Deserialize)]
