@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use support::{Backend, TestApp, event};
+use support::{Backend, TestApp};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -107,28 +107,8 @@ impl Sink {
     }
 }
 
-/// An incident towards Google: 198.51.100.25 deferred for 7 h, .26 delivering.
 async fn seed_incident(app: &TestApp) -> i64 {
-    let mut events = Vec::new();
-    for i in 0..8 {
-        let at = format!("2026-11-20T{:02}:00:00Z", 4 + i);
-        events.push(event(
-            "deferred",
-            &at,
-            "198.51.100.25",
-            Some(&format!("d{i}")),
-        ));
-        events.push(event(
-            "delivered",
-            &at,
-            "198.51.100.26",
-            Some(&format!("s{i}")),
-        ));
-    }
-    let body = serde_json::to_string(&events).unwrap();
-    let (status, reply) = app.post_events(&body).await;
-    assert_eq!(status, 200, "{reply}");
-    reply["incident_ids"][0].as_i64().expect("an incident")
+    app.seed_google_incident().await
 }
 
 fn assert_labelled(text: &str) {
@@ -440,4 +420,104 @@ async fn sending_needs_a_relay() {
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["field"], "smtp_from");
+}
+
+/// The dashboard's send form: a deliberate act with a named recipient, recorded on the
+/// incident, and a refusal shown with the relay's reply and ready to retry.
+#[tokio::test]
+async fn report_sent_from_the_incident_page() {
+    let sink = Sink::start().await;
+    let url = sink.url();
+    let app = TestApp::spawn_with(Backend::Sqlite, |cfg| {
+        cfg.smtp_url = Some(url);
+        cfg.smtp_from = Some(FROM.into());
+    })
+    .await;
+    let id = seed_incident(&app).await;
+    app.add_user("alice", deferwatch::store::web::Role::Admin)
+        .await;
+    let b = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let field = |html: &str, name: &str| {
+        let m = format!("name=\"{name}\" value=\"");
+        let i = html.find(&m).unwrap() + m.len();
+        html[i..i + html[i..].find('"').unwrap()].to_string()
+    };
+    let login = b
+        .get(format!("{}/login", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(format!("{}/login", app.base))
+        .form(&[
+            ("csrf", field(&login, "csrf").as_str()),
+            ("username", "alice"),
+            ("password", "correct horse battery"),
+            ("next", "/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let page_url = format!("{}/incidents/{id}", app.base);
+    let page = b.get(&page_url).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        field(&page, "to"),
+        "postmaster@gmail.com",
+        "the destination's postmaster is suggested"
+    );
+    let csrf = field(&page, "csrf");
+    let send = |to: &'static str| {
+        let (b, url, csrf) = (b.clone(), format!("{page_url}/report/send"), csrf.clone());
+        async move {
+            b.post(url)
+                .form(&[("csrf", csrf.as_str()), ("to", to)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    let r = send("postmaster@gmail.com").await;
+    assert_eq!(r.status(), 303);
+    let msg = sink.message(1).await;
+    assert!(msg.to_string().contains("postmaster@gmail.com"), "{msg}");
+    let page = b
+        .get(format!("{page_url}?done=report+sent"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<strong>report sent</strong>"),
+        "activity entry"
+    );
+    assert!(page.contains("class=\"v-pass\">sent<"), "send record shown");
+
+    let r = send(REFUSED).await;
+    assert_eq!(r.status(), 502);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Not sent"), "{page}");
+    assert!(
+        page.contains("Recipient address rejected: report refused by test relay"),
+        "the relay's reply is shown"
+    );
+    assert_eq!(field(&page, "to"), REFUSED, "kept for a retry");
+    assert!(page.contains("class=\"v-fail\">not sent<"));
+    assert_eq!(sink.received().await, 1, "nothing more was delivered");
+
+    let r = send("not an address").await;
+    assert_eq!(r.status(), 400);
+    let sends = app.state.store.list_sends(id).await.unwrap();
+    assert_eq!(sends.len(), 2, "the bad address never reached the relay");
+    sink.stop().await;
 }

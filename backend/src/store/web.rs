@@ -78,6 +78,10 @@ pub enum Action {
     Resolve,
     Reopen,
     RerunChecks(String),
+    /// The escalation report went out: recipients and the relay's answer.
+    ReportSent(String),
+    /// The relay refused or could not be reached: recipients and its reply.
+    ReportNotSent(String),
 }
 
 impl Action {
@@ -90,6 +94,8 @@ impl Action {
             Action::Resolve => "resolved",
             Action::Reopen => "reopened",
             Action::RerunChecks(_) => "checks re-run",
+            Action::ReportSent(_) => "report sent",
+            Action::ReportNotSent(_) => "report not sent",
         }
     }
 
@@ -97,7 +103,9 @@ impl Action {
         match self {
             Action::Note(t) => t.clone(),
             Action::Snooze(until) => format!("until {}", until.format("%Y-%m-%d %H:%M UTC")),
-            Action::RerunChecks(summary) => summary.clone(),
+            Action::RerunChecks(summary)
+            | Action::ReportSent(summary)
+            | Action::ReportNotSent(summary) => summary.clone(),
             _ => String::new(),
         }
     }
@@ -568,7 +576,10 @@ macro_rules! impl_web_store {
                         vec![None],
                         vec![None],
                     )),
-                    Action::Note(_) | Action::RerunChecks(_) => None,
+                    Action::Note(_)
+                    | Action::RerunChecks(_)
+                    | Action::ReportSent(_)
+                    | Action::ReportNotSent(_) => None,
                 };
                 if let Some((sql, texts, times)) = update {
                     sqlx::query(sql)

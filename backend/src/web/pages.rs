@@ -27,6 +27,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/incidents/table", get(incidents_table))
         .route("/incidents/{id}", get(incident_page))
         .route("/incidents/{id}/report.txt", get(report_txt))
+        .route("/incidents/{id}/report.eml", get(report_eml))
+        .route("/incidents/{id}/report/send", post(send_report))
         .route("/incidents/{id}/note", post(note))
         .route("/incidents/{id}/snooze", post(snooze))
         .route("/incidents/{id}/checks", post(rerun_checks))
@@ -421,9 +423,23 @@ async fn incident_form_error(
     id: &str,
     error: String,
 ) -> PageResult {
+    incident_refused(state, s, id, StatusCode::BAD_REQUEST, error, None).await
+}
+
+async fn incident_refused(
+    state: &AppState,
+    s: &crate::store::web::Session,
+    id: &str,
+    status: StatusCode,
+    error: String,
+    send_to: Option<String>,
+) -> PageResult {
     let id = parse_id(id)?;
-    let page = incident_view(state, s, id, None, Some(error)).await?;
-    Ok((StatusCode::BAD_REQUEST, views::render(&page)).into_response())
+    let mut page = incident_view(state, s, id, None, Some(error)).await?;
+    if let Some(to) = send_to {
+        page.send_to = to;
+    }
+    Ok((status, views::render(&page)).into_response())
 }
 
 async fn incident_view(
@@ -598,6 +614,15 @@ async fn incident_view(
         sender: crate::report::gather::sender(&cfg),
     });
     let activity = state.store.activity(id, 200).await?;
+    let sends = state.store.list_sends(id).await?;
+    let mut suggested: Vec<String> = super::reports_api::suggested_recipient(&inc)
+        .into_iter()
+        .collect();
+    for r in &cfg.report_recipients {
+        if !suggested.contains(r) {
+            suggested.push(r.clone());
+        }
+    }
     let mut replies = inc.replies.clone();
     replies.sort_by_key(|r| std::cmp::Reverse(r.count));
     let page = IncidentPage {
@@ -699,6 +724,20 @@ async fn incident_view(
                 text: s.text.clone(),
             })
             .collect(),
+        send_to: suggested.first().cloned().unwrap_or_default(),
+        suggested,
+        smtp_ready: cfg.smtp_url.is_some() && cfg.smtp_from.is_some(),
+        sends: sends
+            .into_iter()
+            .map(|r| SendRow {
+                at: When::new(r.at, now),
+                user: r.username,
+                to: r.recipients.join(", "),
+                ok: r.ok,
+                message_id: r.message_id,
+                relay: r.relay_response,
+            })
+            .collect(),
         report_subject: report.subject.clone(),
         report_text: report.to_text(),
         activity: activity
@@ -778,6 +817,116 @@ fn push_cause(v: &mut Vec<(String, u64)>, cause: &str, n: u64) {
     match v.iter_mut().find(|(c, _)| c == cause) {
         Some((_, m)) => *m += n,
         None => v.push((cause.to_string(), n)),
+    }
+}
+
+async fn report_eml(
+    State(state): State<AppState>,
+    Viewer(_): Viewer,
+    Path(id): Path<String>,
+) -> PageResult {
+    let id = parse_id(&id)?;
+    let inc = load_incident(&state, id).await?;
+    Ok(
+        super::reports_api::render(&state, &inc, super::reports_api::Format::Eml, Vec::new())
+            .await?,
+    )
+}
+
+#[derive(Deserialize)]
+struct SendForm {
+    #[serde(default)]
+    to: String,
+}
+
+/// Sending is a deliberate act: the operator names the recipients, and nothing is
+/// called sent that the relay did not accept. A refusal comes back with the relay's
+/// reply and the recipients filled in, ready to retry.
+async fn send_report(
+    State(state): State<AppState>,
+    Admin(s): Admin,
+    Path(id): Path<String>,
+    Form(f): Form<SendForm>,
+) -> PageResult {
+    use crate::report::gather::{SendError, send_and_record};
+    let n = parse_id(&id)?;
+    let inc = load_incident(&state, n).await?;
+    let to: Vec<String> =
+        f.to.split([',', ';', ' ', '\n'])
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+    if to.is_empty() {
+        return incident_form_error(
+            &state,
+            &s,
+            &id,
+            "Send to: name at least one recipient.".into(),
+        )
+        .await;
+    }
+    let report = build_report(&state, &inc).await?;
+    let cfg = state.effective();
+    let now = state.clock.now();
+    let user = s.user.username.clone();
+    match send_and_record(&*state.store, &cfg, &report, n, &to, &user, now).await {
+        Ok((record, _)) => {
+            state
+                .store
+                .apply_action(
+                    n,
+                    &Action::ReportSent(format!(
+                        "to {}; {}; relay: {}",
+                        to.join(", "),
+                        record.message_id,
+                        record.relay_response
+                    )),
+                    &user,
+                    now,
+                )
+                .await?;
+            Ok(see_other(&format!("/incidents/{n}?done=report+sent")))
+        }
+        Err(SendError::Relay { record, error }) => {
+            state
+                .store
+                .apply_action(
+                    n,
+                    &Action::ReportNotSent(format!(
+                        "to {}; relay: {}",
+                        to.join(", "),
+                        record.relay_response
+                    )),
+                    &user,
+                    now,
+                )
+                .await?;
+            incident_refused(
+                &state,
+                &s,
+                &id,
+                StatusCode::BAD_GATEWAY,
+                format!("Not sent: {error}. Retry below once the relay accepts it."),
+                Some(f.to.clone()),
+            )
+            .await
+        }
+        Err(SendError::NotConfigured { field, reason }) => {
+            incident_form_error(&state, &s, &id, format!("{field}: {reason}.")).await
+        }
+        Err(SendError::Invalid(e)) => {
+            incident_refused(
+                &state,
+                &s,
+                &id,
+                StatusCode::BAD_REQUEST,
+                format!("Send to: {e}."),
+                Some(f.to.clone()),
+            )
+            .await
+        }
+        Err(SendError::Store(e)) => Err(e.into()),
     }
 }
 

@@ -82,9 +82,19 @@ async fn download(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, AppError> {
-    let (format, mut to) = parse_query(query.as_deref())?;
+    let (format, to) = parse_query(query.as_deref())?;
     let inc = load(&state, &id).await?;
-    let report = gather::for_state(&state, &inc).await?;
+    render(&state, &inc, format, to).await
+}
+
+/// The report of `inc` in `format`, as a download; shared with the dashboard's links.
+pub async fn render(
+    state: &AppState,
+    inc: &Incident,
+    format: Format,
+    mut to: Vec<String>,
+) -> Result<Response, AppError> {
+    let report = gather::for_state(state, inc).await?;
     let name = format!("deferwatch-incident-{}", inc.id);
     let (content_type, disposition, body) = match format {
         Format::Text => (
@@ -114,7 +124,7 @@ async fn download(
                     )
                 })?;
             if to.is_empty() {
-                to.extend(suggested_recipient(&inc));
+                to.extend(suggested_recipient(inc));
             }
             let message_id = new_message_id(&parse_from(from).map_err(report_error)?);
             let eml = report

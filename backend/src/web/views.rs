@@ -245,6 +245,15 @@ pub struct ActivityRow {
     pub detail: String,
 }
 
+pub struct SendRow {
+    pub at: When,
+    pub user: String,
+    pub to: String,
+    pub ok: bool,
+    pub message_id: String,
+    pub relay: String,
+}
+
 pub struct StepRow {
     pub kind: String,
     pub text: String,
@@ -290,6 +299,12 @@ pub struct IncidentPage {
     pub checks_enabled: bool,
     pub steps: Vec<StepRow>,
     pub report_subject: String,
+    /// Recipients offered for the report: the destination's postmaster, then the
+    /// configured report recipients.
+    pub suggested: Vec<String>,
+    pub send_to: String,
+    pub smtp_ready: bool,
+    pub sends: Vec<SendRow>,
     pub report_text: String,
     pub activity: Vec<ActivityRow>,
     pub snooze_default: String,
