@@ -192,6 +192,24 @@ pub fn spawn_background(state: AppState, mut shutdown: watch::Receiver<bool>) {
         }
     });
     crate::notify::spawn(state.clone(), shutdown.clone());
+    {
+        let s = state.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {
+                        match crate::report::digest_job::run_due(&s).await {
+                            Ok(crate::report::digest_job::DigestRun::Sent { message_id, .. }) => tracing::info!(%message_id, "digest sent"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "digest not sent; retrying in 15 minutes"),
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+    }
     if state.checks().enabled() {
         let s = state.clone();
         let mut stop = shutdown.clone();

@@ -228,6 +228,9 @@ pub struct ServeArgs {
     /// Your organisation, named in escalation reports.
     #[arg(long, env = "DEFERWATCH_SENDER_ORG")]
     pub sender_org: Option<String>,
+    /// Email a digest of open incidents to the report recipients this often (e.g. 24h).
+    #[arg(long, env = "DEFERWATCH_DIGEST_INTERVAL", value_parser = humantime::parse_duration)]
+    pub digest_interval: Option<Duration>,
     #[arg(long, env = "DEFERWATCH_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
     #[arg(long, env = "DEFERWATCH_MAX_BATCH_EVENTS")]
@@ -327,6 +330,7 @@ impl ServeArgs {
             smtp_url: self.smtp_url.clone(),
             smtp_from: self.smtp_from.clone(),
             sender_org: self.sender_org.clone(),
+            digest_interval: self.digest_interval,
             checks: crate::config::FileChecks {
                 enabled: self.checks,
                 nameservers: non_empty(&self.nameservers),

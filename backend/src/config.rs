@@ -66,6 +66,8 @@ pub struct Config {
     pub smtp_from: Option<String>,
     /// The sending organisation named in escalation reports.
     pub sender_org: Option<String>,
+    /// How often the digest goes to the report recipients; None = no digest.
+    pub digest_interval: Option<Duration>,
     /// Outbound webhooks on incident transitions (`[notify]`).
     pub notify: crate::notify::NotifyConfig,
 }
@@ -226,6 +228,7 @@ impl Default for Config {
             smtp_url: None,
             smtp_from: None,
             sender_org: None,
+            digest_interval: None,
             notify: crate::notify::NotifyConfig::default(),
         }
     }
@@ -264,6 +267,8 @@ pub struct FileConfig {
     pub smtp_url: Option<String>,
     pub smtp_from: Option<String>,
     pub sender_org: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub digest_interval: Option<Duration>,
     #[serde(default)]
     pub windows: WindowsConfig,
     #[serde(default)]
@@ -396,6 +401,7 @@ impl FileConfig {
             smtp_url: over.smtp_url.or(self.smtp_url),
             smtp_from: over.smtp_from.or(self.smtp_from),
             sender_org: over.sender_org.or(self.sender_org),
+            digest_interval: over.digest_interval.or(self.digest_interval),
             windows: self.windows.overlay(&over.windows),
             checks: self.checks.overlay(over.checks),
             notify: over.notify.or(self.notify),
@@ -457,6 +463,7 @@ impl FileConfig {
             smtp_url: self.smtp_url,
             smtp_from: self.smtp_from,
             sender_org: self.sender_org,
+            digest_interval: self.digest_interval.filter(|d| !d.is_zero()),
             notify: self.notify.unwrap_or_default().resolve()?,
         };
         if cfg.sweep_interval.is_zero() || cfg.prune_interval.is_zero() {

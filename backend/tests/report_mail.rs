@@ -521,3 +521,57 @@ async fn report_sent_from_the_incident_page() {
     assert_eq!(sends.len(), 2, "the bad address never reached the relay");
     sink.stop().await;
 }
+
+/// The scheduled digest: sent to the report recipients when due, once per interval,
+/// and again after the interval has passed.
+#[tokio::test]
+async fn the_digest_goes_to_the_on_call_list_once_per_interval() {
+    use deferwatch::clock::Clock;
+    use deferwatch::report::digest_job::{DigestRun, run_due};
+    let sink = Sink::start().await;
+    let url = sink.url();
+    let app = TestApp::spawn_with(Backend::Postgres, |cfg| {
+        cfg.smtp_url = Some(url);
+        cfg.smtp_from = Some(FROM.into());
+        cfg.report_recipients = vec!["oncall@example.com".into()];
+        cfg.digest_interval = Some(Duration::from_secs(24 * 3600));
+        cfg.public_url = Some("https://dw.example".into());
+    })
+    .await;
+    let id = seed_incident(&app).await;
+    let run = run_due(&app.state).await.unwrap();
+    assert!(matches!(run, DigestRun::Sent { .. }), "{run:?}");
+    let msg = sink.message(1).await;
+    assert_eq!(msg["rcpt_tos"], json!(["oncall@example.com"]));
+    assert_eq!(
+        msg["headers"]["Subject"],
+        "Deferwatch digest: 1 open incident, 0 to escalate, 1 new"
+    );
+    let body = msg["parts"][0]["content"].as_str().unwrap();
+    assert!(body.contains("\ncooling (1)\n"), "{body}");
+    assert!(
+        body.contains(&format!("https://dw.example/incidents/{id}")),
+        "{body}"
+    );
+    assert!(body.contains("First digest."));
+
+    // Not again within the interval, even after a restart (the time is stored).
+    assert!(matches!(
+        run_due(&app.state).await.unwrap(),
+        DigestRun::NotDue(_)
+    ));
+    app.clock
+        .set(app.clock.now() + chrono::TimeDelta::hours(25));
+    let run = run_due(&app.state).await.unwrap();
+    assert!(matches!(run, DigestRun::Sent { .. }), "{run:?}");
+    let body = sink.message(2).await["parts"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        body.contains("Covering 2026-11-20 12:00 UTC to 2026-11-21 13:00 UTC."),
+        "{body}"
+    );
+    assert!(body.contains("New since the last digest (0)"), "{body}");
+    sink.stop().await;
+}

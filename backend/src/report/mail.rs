@@ -175,6 +175,37 @@ impl Mailer {
         new_message_id(&self.from)
     }
 
+    /// Sends a plain-text message (the digest); `Ok` only when the relay accepted it.
+    pub async fn send_text(
+        &self,
+        subject: &str,
+        body: String,
+        to: &[String],
+        date: DateTime<Utc>,
+    ) -> Result<SendOutcome, MailError> {
+        let message_id = self.new_message_id();
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .subject(subject)
+            .date(date.into())
+            .message_id(Some(message_id.clone()));
+        for mb in parse_recipients(to)? {
+            builder = builder.to(mb);
+        }
+        let message = builder
+            .header(header::ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|e| MailError::Config(format!("digest message: {e}")))?;
+        let response = self.transport.send(message).await?;
+        let text: Vec<&str> = response.message().collect();
+        Ok(SendOutcome {
+            message_id,
+            relay_response: format!("{} {}", response.code(), text.join(" "))
+                .trim_end()
+                .to_string(),
+        })
+    }
+
     /// Sends the report; `Ok` only when the relay accepted it.
     pub async fn send(
         &self,

@@ -12,6 +12,7 @@
 //! the CLI alike.
 
 pub mod digest;
+pub mod digest_job;
 pub mod gather;
 mod html;
 pub mod mail;

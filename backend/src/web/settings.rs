@@ -138,6 +138,13 @@ pub const FIELDS: &[FieldSpec] = &[
         "Named in escalation reports.",
         false,
     ),
+    f(
+        "Reports",
+        "digest_interval",
+        "Digest every",
+        "Email a digest of open incidents to the report recipients this often, e.g. 24h; empty = no digest.",
+        false,
+    ),
 ];
 
 /// The values shown in the form for the current configuration.
@@ -183,6 +190,12 @@ pub fn current_values(cfg: &Config) -> BTreeMap<String, String> {
     m.insert(
         "sender_org".into(),
         cfg.sender_org.clone().unwrap_or_default(),
+    );
+    m.insert(
+        "digest_interval".into(),
+        cfg.digest_interval
+            .map(|d| humantime::format_duration(d).to_string())
+            .unwrap_or_default(),
     );
     m
 }
@@ -321,6 +334,31 @@ pub fn apply(
             format!("{smtp_from:?} is not an email address"),
         ));
     }
+    let digest = get("digest_interval");
+    let digest_interval = if digest.is_empty() {
+        None
+    } else {
+        match duration(digest) {
+            Ok(d) if d < Duration::from_secs(3600) => {
+                errors.push((
+                    "digest_interval".into(),
+                    "at least 1h: a digest is a summary, not an alert".into(),
+                ));
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                errors.push(("digest_interval".into(), e));
+                None
+            }
+        }
+    };
+    if digest_interval.is_some() && recipients.is_empty() {
+        errors.push((
+            "digest_interval".into(),
+            "a digest needs report recipients".into(),
+        ));
+    }
     if !recipients.is_empty() && smtp_url.is_empty() {
         errors.push((
             "smtp_url".into(),
@@ -342,6 +380,7 @@ pub fn apply(
     cfg.smtp_url = opt(smtp_url);
     cfg.smtp_from = opt(smtp_from);
     cfg.sender_org = opt(get("sender_org"));
+    cfg.digest_interval = digest_interval;
     Ok(())
 }
 
