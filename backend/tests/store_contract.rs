@@ -89,6 +89,9 @@ contract!(
     retention_prunes_events_but_keeps_incidents,
     reopening_across_commits,
     reclassify_moves_causes_with_new_rules,
+    users_sessions_and_login_failures,
+    incident_marks_activity_and_settings,
+    sending_ips_histogram_and_report_sends,
 );
 
 async fn sources_and_tokens(store: DynStore) {
@@ -782,4 +785,315 @@ example = "451 4.3.0 Acme gateway code AX-17"
         .await
         .unwrap();
     assert_eq!(again.changed, 0);
+}
+
+async fn users_sessions_and_login_failures(store: DynStore) {
+    use deferwatch::store::web::Role;
+    let now = ts("2026-11-20T12:00:00Z");
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    let first = store
+        .create_first_user("root", "h1", now)
+        .await
+        .unwrap()
+        .expect("first user");
+    assert_eq!(first.role, Role::Admin);
+    assert!(
+        store
+            .create_first_user("other", "h2", now)
+            .await
+            .unwrap()
+            .is_none(),
+        "only while none exists"
+    );
+    store
+        .create_user("victor", "h3", Role::Viewer, now)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_user("victor", "h4", Role::Admin, now).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let (u, hash) = store.user_credentials("victor").await.unwrap().unwrap();
+    assert_eq!((u.role, hash.as_str()), (Role::Viewer, "h3"));
+    assert!(store.user_credentials("nobody").await.unwrap().is_none());
+
+    store
+        .create_session("sess-hash", u.id, "csrf-1", now, now + TimeDelta::hours(1))
+        .await
+        .unwrap();
+    let s = store
+        .session("sess-hash", now)
+        .await
+        .unwrap()
+        .expect("live session");
+    assert_eq!(
+        (s.user.username.as_str(), s.csrf_token.as_str()),
+        ("victor", "csrf-1")
+    );
+    assert!(
+        store
+            .session("sess-hash", now + TimeDelta::hours(2))
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    assert_eq!(
+        store
+            .prune_sessions(now + TimeDelta::hours(2))
+            .await
+            .unwrap(),
+        1
+    );
+    store
+        .create_session("sess-2", u.id, "csrf-2", now, now + TimeDelta::hours(1))
+        .await
+        .unwrap();
+    assert!(store.set_password("victor", "h5").await.unwrap());
+    assert!(
+        store.session("sess-2", now).await.unwrap().is_none(),
+        "a new password ends sessions"
+    );
+    assert_eq!(
+        store
+            .list_users()
+            .await
+            .unwrap()
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect::<Vec<_>>(),
+        ["root", "victor"]
+    );
+
+    for i in 0..3 {
+        store
+            .record_login_failure("victor", "10.0.0.1", now + TimeDelta::minutes(i))
+            .await
+            .unwrap();
+    }
+    store
+        .record_login_failure("root", "10.0.0.1", now)
+        .await
+        .unwrap();
+    let f = store
+        .login_failures("victor", "10.0.0.1", now)
+        .await
+        .unwrap();
+    assert_eq!((f.by_username, f.by_client), (3, 4));
+    let f = store
+        .login_failures("victor", "10.0.0.1", now + TimeDelta::minutes(2))
+        .await
+        .unwrap();
+    assert_eq!(f.by_username, 1, "only failures inside the window");
+    store.clear_login_failures("victor").await.unwrap();
+    assert_eq!(
+        store
+            .login_failures("victor", "x", now)
+            .await
+            .unwrap()
+            .by_username,
+        0
+    );
+    assert!(store.delete_user("victor").await.unwrap());
+    assert!(!store.delete_user("victor").await.unwrap());
+}
+
+async fn incident_marks_activity_and_settings(store: DynStore) {
+    use deferwatch::store::web::Action;
+    let src = with_source(&store).await;
+    let now = ts("2026-11-20T12:00:00Z");
+    let ev = build(
+        src,
+        &event(
+            "deferred",
+            "2026-11-20T10:00:00Z",
+            "198.51.100.25",
+            Some("a"),
+        ),
+        now,
+    );
+    let out = store
+        .record_events(
+            &[WriteBatch {
+                events: vec![ev],
+                rejects: vec![],
+            }],
+            &engine(),
+            now,
+        )
+        .await
+        .unwrap();
+    let EventOutcome::Stored {
+        incident_id: Some(id),
+    } = out[0].events[0]
+    else {
+        panic!("an incident");
+    };
+    assert!(store.marks(&[id]).await.unwrap().is_empty());
+    assert!(
+        store
+            .apply_action(id, &Action::Acknowledge, "alice", now)
+            .await
+            .unwrap()
+    );
+    let until = now + TimeDelta::hours(4);
+    assert!(
+        store
+            .apply_action(id, &Action::Snooze(until), "bob", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .apply_action(id, &Action::Note("paused .25".into()), "alice", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .apply_action(id + 1000, &Action::Acknowledge, "alice", now)
+            .await
+            .unwrap()
+    );
+    let m = store.marks(&[id, id + 1000]).await.unwrap();
+    let m = &m[&id];
+    assert_eq!((m.ack_by.as_deref(), m.ack_at), (Some("alice"), Some(now)));
+    assert_eq!(
+        (m.snoozed_by.as_deref(), m.snoozed_until),
+        (Some("bob"), Some(until))
+    );
+    assert!(
+        store
+            .apply_action(id, &Action::Unsnooze, "bob", now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.marks(&[id]).await.unwrap()[&id].snoozed_until, None);
+    let log = store.activity(id, 10).await.unwrap();
+    assert_eq!(
+        log.iter()
+            .map(|a| (a.action.as_str(), a.username.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("unsnoozed", "bob"),
+            ("note", "alice"),
+            ("snoozed", "bob"),
+            ("acknowledged", "alice")
+        ]
+    );
+    assert_eq!(log[1].detail, "paused .25");
+
+    assert!(store.setting("runtime").await.unwrap().is_none());
+    store
+        .put_setting("runtime", "{\"a\":1}", "alice", now)
+        .await
+        .unwrap();
+    store
+        .put_setting("runtime", "{\"a\":2}", "bob", now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.setting("runtime").await.unwrap().as_deref(),
+        Some("{\"a\":2}")
+    );
+}
+
+async fn sending_ips_histogram_and_report_sends(store: DynStore) {
+    use deferwatch::store::reports::NewReportSend;
+    let src = with_source(&store).await;
+    let now = ts("2026-11-20T12:00:00Z");
+    let mut e1 = event(
+        "deferred",
+        "2026-11-20T10:00:00Z",
+        "198.51.100.25",
+        Some("a"),
+    );
+    e1["helo"] = "old.example".into();
+    let mut e2 = event(
+        "deferred",
+        "2026-11-20T10:20:00Z",
+        "198.51.100.25",
+        Some("b"),
+    );
+    e2["helo"] = "new.example".into();
+    let e3 = event(
+        "delivered",
+        "2026-11-20T11:10:00Z",
+        "198.51.100.26",
+        Some("c"),
+    );
+    let events = vec![
+        build(src, &e1, now),
+        build(src, &e2, now),
+        build(src, &e3, now),
+    ];
+    let out = store
+        .record_events(
+            &[WriteBatch {
+                events,
+                rejects: vec![],
+            }],
+            &engine(),
+            now,
+        )
+        .await
+        .unwrap();
+    let EventOutcome::Stored {
+        incident_id: Some(id),
+    } = out[0].events[0]
+    else {
+        panic!("an incident");
+    };
+    let ips = store.sending_ips().await.unwrap();
+    assert_eq!(ips.len(), 2);
+    assert_eq!(ips[0].ip, "198.51.100.25");
+    assert_eq!(ips[0].first_seen, ts("2026-11-20T10:00:00Z"));
+    assert_eq!(ips[0].last_seen, ts("2026-11-20T10:20:00Z"));
+    assert_eq!(
+        ips[0].helo.as_deref(),
+        Some("new.example"),
+        "the latest HELO"
+    );
+
+    let hist = store.incident_histogram(id, 3_600_000).await.unwrap();
+    let deferred: Vec<(i64, i64)> = hist
+        .iter()
+        .filter(|h| h.kind == "deferred")
+        .map(|h| (h.bin, h.count))
+        .collect();
+    assert_eq!(
+        deferred,
+        [(ts("2026-11-20T10:00:00Z").timestamp_millis(), 2)]
+    );
+    let key = all_incidents(&store).await[0].replies[0]
+        .example_event
+        .clone();
+    let raw = store
+        .event_raw(&key)
+        .await
+        .unwrap()
+        .expect("the reply's example event");
+    assert!(raw.contains("unusual rate"), "{raw}");
+    assert!(store.event_raw("no-such-key").await.unwrap().is_none());
+
+    let to = vec!["postmaster@gmail.com".to_string()];
+    let sent = store
+        .record_send(&NewReportSend {
+            incident_id: id,
+            at: now,
+            username: "alice",
+            recipients: &to,
+            message_id: "<m1@example>",
+            ok: true,
+            relay_response: "250 2.0.0 queued",
+        })
+        .await
+        .unwrap();
+    assert!(sent.ok);
+    let sends = store.list_sends(id).await.unwrap();
+    assert_eq!(sends.len(), 1);
+    assert_eq!(
+        (sends[0].recipients.clone(), sends[0].message_id.as_str()),
+        (to, "<m1@example>")
+    );
 }
