@@ -378,6 +378,13 @@ macro_rules! impl_store {
                         break;
                     }
                 }
+                // Finished notifications go with the rest; their dedupe keys are safe
+                // to drop because the notifier never looks further back than its
+                // `max_age` (a day by default), far inside any retention.
+                sqlx::query("DELETE FROM notifications WHERE finished_at IS NOT NULL AND finished_at < $1")
+                    .bind($crate::store::ms(before))
+                    .execute(&self.pool)
+                    .await?;
                 Ok(report)
             }
 
