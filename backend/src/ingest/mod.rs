@@ -8,6 +8,7 @@ pub mod json;
 pub mod kumomta;
 pub mod mta;
 pub mod postfix;
+pub mod powermta;
 
 pub use committer::Committer;
 

@@ -126,6 +126,7 @@ impl PostfixParser {
         let Some((syslog_name, daemon)) = h.program.rsplit_once('/') else {
             return vec![Parsed::ignored("postfix/other program")];
         };
+        let daemon = known_daemon(daemon);
         let msg = h.msg;
         for prefix in ["warning:", "fatal:", "panic:", "error:", "statistics:"] {
             if msg.starts_with(prefix) {
@@ -390,6 +391,50 @@ impl PostfixParser {
             })
             .collect()
     }
+}
+
+/// The daemon's name when Postfix has one by that name, so that the ignored-line counters
+/// cannot grow with arbitrary input.
+fn known_daemon(d: &str) -> &str {
+    const DAEMONS: &[&str] = &[
+        "smtp",
+        "lmtp",
+        "smtpd",
+        "qmgr",
+        "oqmgr",
+        "cleanup",
+        "pickup",
+        "bounce",
+        "error",
+        "retry",
+        "local",
+        "virtual",
+        "pipe",
+        "discard",
+        "anvil",
+        "postscreen",
+        "dnsblog",
+        "tlsproxy",
+        "scache",
+        "master",
+        "postfix-script",
+        "sendmail",
+        "postdrop",
+        "trivial-rewrite",
+        "tlsmgr",
+        "verify",
+        "flush",
+        "showq",
+        "proxymap",
+        "proxywrite",
+        "spawn",
+        "postlogd",
+        "postsuper",
+        "postqueue",
+        "postmap",
+        "local-delivery",
+    ];
+    DAEMONS.iter().copied().find(|k| *k == d).unwrap_or("other")
 }
 
 fn unmatched() -> Parsed {
