@@ -131,6 +131,11 @@ impl EximParser {
             // :blackhole:, pipes and files: nothing left the host.
             return vec![Parsed::ignored("exim/local delivery")];
         }
+        if kind == EventType::Delivered && f.host.is_none() && f.host_ip.is_none() {
+            // Remote deliveries always log H=; without it the transport was local
+            // (appendfile, pipe, LMTP over a socket) and nothing reached a receiver.
+            return vec![Parsed::ignored("exim/local delivery")];
+        }
         let interface = match f.interface.map(|i| parse_ip(i).ok_or(i)).transpose() {
             Ok(i) => i,
             Err(i) => {
@@ -373,6 +378,12 @@ fn quoted(v: &str) -> (String, &str) {
     (out, "")
 }
 
+impl super::mta::LineParser for EximParser {
+    fn feed_line(&mut self, line: &str, ctx: &Context<'_>) -> Vec<Parsed> {
+        EximParser::feed_line(self, line, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +438,8 @@ mod tests {
                 "exim/completed",
                 "exim/not about a message",
                 "deferred:kim@example.org",
+                "delivered:lee@example.org",
+                "exim/local delivery",
             ]
         );
     }

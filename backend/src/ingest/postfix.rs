@@ -614,6 +614,16 @@ fn parse_relay(v: &str) -> Result<Relay, Rejection> {
     Ok((host, Some(ip.to_string())))
 }
 
+impl super::mta::LineParser for PostfixParser {
+    fn feed_line(&mut self, line: &str, ctx: &Context<'_>) -> Vec<Parsed> {
+        PostfixParser::feed_line(self, line, ctx)
+    }
+
+    fn finish(&mut self) -> Vec<Parsed> {
+        PostfixParser::finish(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -217,6 +217,12 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
+impl super::mta::LineParser for PowerMtaParser {
+    fn feed_line(&mut self, line: &str, ctx: &Context<'_>) -> Vec<Parsed> {
+        PowerMtaParser::feed_line(self, line, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
