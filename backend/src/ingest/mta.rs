@@ -87,7 +87,8 @@ pub struct SendingIdentity {
 #[serde(default, deny_unknown_fields)]
 pub struct LogSourceMap {
     /// Postfix: the program name (`postfix-ip2/smtp`) or its `syslog_name` part
-    /// (`postfix-ip2`); Exim: the transport (`T=remote_smtp_ip2`); PowerMTA: the `vmta`.
+    /// (`postfix-ip2`); Exim: the transport (`T=remote_smtp_ip2`); PowerMTA: the `vmta`;
+    /// KumoMTA: the `egress_source`.
     pub transports: BTreeMap<String, SendingIdentity>,
     /// Envelope sender domain (a parent domain matches its subdomains).
     pub sender_domains: BTreeMap<String, SendingIdentity>,
