@@ -2,8 +2,13 @@
 //! group commit that makes them durable before anything is acknowledged.
 
 pub mod committer;
+pub mod exim;
 pub mod http;
 pub mod json;
+pub mod kumomta;
+pub mod mta;
+pub mod postfix;
+pub mod powermta;
 
 pub use committer::Committer;
 
