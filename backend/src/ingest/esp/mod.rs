@@ -29,6 +29,71 @@ use std::net::IpAddr;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 const MAX_FIELD_BYTES: usize = 1024;
 
+/// The providers, by the name used in `POST /api/v1/ingest/{format}` and `--format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Esp {
+    Sendgrid,
+    Mailgun,
+    Ses,
+    Postal,
+    Sparkpost,
+    Mandrill,
+    Brevo,
+}
+
+impl Esp {
+    pub const ALL: [Esp; 7] = [
+        Esp::Sendgrid,
+        Esp::Mailgun,
+        Esp::Ses,
+        Esp::Postal,
+        Esp::Sparkpost,
+        Esp::Mandrill,
+        Esp::Brevo,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Esp::Sendgrid => "sendgrid",
+            Esp::Mailgun => "mailgun",
+            Esp::Ses => "ses",
+            Esp::Postal => "postal",
+            Esp::Sparkpost => "sparkpost",
+            Esp::Mandrill => "mandrill",
+            Esp::Brevo => "brevo",
+        }
+    }
+
+    /// Runs this provider's adapter over a request body.
+    pub fn parse(self, body: &[u8], ctx: &Context<'_>) -> Vec<Parsed> {
+        match self {
+            Esp::Sendgrid => sendgrid::parse(body, ctx),
+            Esp::Mailgun => mailgun::parse(body, ctx),
+            Esp::Ses => ses::parse(body, ctx),
+            Esp::Postal => postal::parse(body, ctx),
+            Esp::Sparkpost => sparkpost::parse(body, ctx),
+            Esp::Mandrill => mandrill::parse(body, ctx),
+            Esp::Brevo => brevo::parse(body, ctx),
+        }
+    }
+}
+
+impl std::fmt::Display for Esp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Esp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Esp, String> {
+        Esp::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not an ESP webhook format"))
+    }
+}
+
 /// What one item of a webhook payload became.
 #[derive(Debug)]
 // Most items are events and the vector is consumed at once: boxing every event would
