@@ -325,6 +325,14 @@ fn build(provider: &str, f: Fields, raw: &str, ctx: &Context<'_>) -> Result<NewE
     let sender = clean(f.sender, "sender", MAX_FIELD_BYTES)?
         .map(|s| s.trim_start_matches('<').trim_end_matches('>').to_string());
     let response = clean(f.response, "response", MAX_RESPONSE_BYTES)?;
+    // As in the native format: a failure with neither reply nor code says nothing the
+    // incident engine could use.
+    if kind != EventType::Delivered && response.is_none() && f.code.is_none() {
+        return Err(reject(
+            "response",
+            format!("a {kind} event needs the SMTP response (or at least its code)"),
+        ));
+    }
     let reply = response.as_deref().map(parse_reply);
     // Codes outside 200-599 (Mailgun's 0 for some internal failures) say nothing.
     let code = f

@@ -793,6 +793,9 @@ fn basic_bearer_and_token_auth() {
 
 // ---------------------------------------------------------------- Mandrill
 
+/// Kept out of `prop_assert!`, which would read its braces as a format string.
+const EMPTY_OBJECT: &[u8] = b"{}";
+
 const MANDRILL_URL: &str = "https://dw.example.com/api/v1/ingest/mandrill?token=abc";
 
 fn mandrill_body() -> Vec<u8> {
@@ -951,6 +954,19 @@ fn future_timestamps_are_rejected() {
 }
 
 #[test]
+fn failures_need_a_reply_or_code() {
+    let body = br#"[{"email":"a@example.com","timestamp":1763872990,"event":"deferred","sg_event_id":"n"},
+                    {"email":"a@example.com","timestamp":1763872990,"event":"delivered","sg_event_id":"m"}]"#;
+    let parsed = sendgrid::parse(body, &ctx());
+    let r: Vec<_> = rejected(&parsed)
+        .into_iter()
+        .map(|(i, f, _)| (i, f))
+        .collect();
+    assert_eq!(r, [(0, Some("response"))]);
+    assert_eq!(events(&parsed).len(), 1);
+}
+
+#[test]
 fn timestamp_window_is_symmetric() {
     check_timestamp(now().timestamp() + 299, now(), tolerance()).unwrap();
     assert!(check_timestamp(now().timestamp() + 301, now(), tolerance()).is_err());
@@ -986,6 +1002,29 @@ proptest! {
         let _ = mandrill::verify(&body, &HeaderMap::new(), "k", MANDRILL_URL);
         let _ = ses::string_to_sign(&serde_json::from_slice(&body).unwrap_or(Value::Null));
         let _ = ses::cert_url(&body);
+    }
+
+    #[test]
+    fn arbitrary_signature_headers_never_panic(sig in "[ -~]{0,120}", ts in "[ -~]{0,24}") {
+        static KEYS: LazyLock<(p256::ecdsa::VerifyingKey, rsa::RsaPublicKey)> = LazyLock::new(|| {
+            let sk = SigningKey::from_slice(&[0x42; 32]).unwrap();
+            (*sk.verifying_key(), RSA_KEY.to_public_key())
+        });
+        let h = headers(&[
+            (sendgrid::SIGNATURE_HEADER, &sig),
+            (sendgrid::TIMESTAMP_HEADER, &ts),
+            (postal::SIGNATURE_256_HEADER, &sig),
+            (mandrill::SIGNATURE_HEADER, &sig),
+            ("authorization", &sig),
+        ]);
+        prop_assert!(sendgrid::verify(b"[]", &h, &KEYS.0, now(), tolerance()).is_err());
+        prop_assert!(postal::verify(EMPTY_OBJECT, &h, &KEYS.1, now(), tolerance()).is_err());
+        prop_assert!(mandrill::verify(b"a=b", &h, "k", MANDRILL_URL).is_err());
+        let _ = verify_basic_auth(&h, "u", "p");
+        let _ = verify_bearer(&h, "t");
+        let _ = sendgrid::public_key(&sig);
+        let _ = postal::public_key(&sig);
+        let _ = ses::validate_cert_url(&sig);
     }
 
     #[test]
