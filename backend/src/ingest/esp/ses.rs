@@ -219,6 +219,8 @@ impl CertCache {
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(fetch_err)?;
+        // The caller's client may follow redirects: where it ended must pass the same rule.
+        validate_cert_url(resp.url().as_str())?;
         if resp
             .content_length()
             .is_some_and(|n| n > MAX_CERT_BYTES as u64)
