@@ -2,6 +2,7 @@
 //! group commit that makes them durable before anything is acknowledged.
 
 pub mod committer;
+pub mod esp;
 pub mod exim;
 pub mod http;
 pub mod json;
