@@ -26,6 +26,7 @@ pub struct Inner {
     pub metrics: Metrics,
     pub tokens: TokenCache,
     pub ingest_slots: Arc<Semaphore>,
+    pub line_parsers: crate::ingest::http::LineParsers,
     checks: std::sync::RwLock<crate::check_runner::CheckRunner>,
     /// The configuration with the settings saved in the browser laid over it.
     effective: std::sync::RwLock<Arc<Config>>,
@@ -122,6 +123,7 @@ impl AppState {
             overview: std::sync::RwLock::new(None),
             tokens: TokenCache::new(config.token_cache_ttl),
             ingest_slots: Arc::new(Semaphore::new(config.max_ingest_concurrency)),
+            line_parsers: Default::default(),
             config,
             store,
             engine,

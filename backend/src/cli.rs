@@ -114,7 +114,8 @@ pub enum SourceCmd {
     /// Create a source and print its token (shown once; only its hash is stored).
     Add {
         name: String,
-        /// Event format the source sends.
+        /// Event format the source sends: json (POST /api/v1/events) or kumomta, postfix,
+        /// exim, powermta (POST /api/v1/ingest/FORMAT).
         #[arg(long, default_value = "json")]
         format: String,
     },
@@ -452,9 +453,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             match cmd {
                 SourceCmd::Add { name, format } => {
                     validate_name(name)?;
-                    if format != "json" {
+                    if format != "json"
+                        && !crate::ingest::http::MTA_FORMATS.contains(&format.as_str())
+                    {
                         return Err(CliError::Usage(format!(
-                            "unknown format {format:?}: supported formats are: json"
+                            "unknown format {format:?}: supported formats are: json, {}",
+                            crate::ingest::http::MTA_FORMATS.join(", ")
                         )));
                     }
                     let token = new_token(SOURCE_TOKEN_PREFIX);

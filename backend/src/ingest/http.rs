@@ -22,6 +22,7 @@ use std::time::Instant;
 pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/api/v1/events", post(ingest_events))
+        .route("/api/v1/ingest/{format}", post(ingest_format))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
 }
 
@@ -36,6 +37,9 @@ struct RejectedItem {
 struct IngestReply {
     accepted: usize,
     duplicates: usize,
+    /// Records of kinds that carry no delivery outcome (arrivals, opens, notices):
+    /// counted, never an error, so the sender does not retry them forever.
+    ignored: usize,
     rejected_count: usize,
     rejected: Vec<RejectedItem>,
     /// Incidents the accepted events were attached to.
@@ -105,17 +109,30 @@ async fn ingest_events(
         .into_iter()
         .map(|(index, rejection)| RejectedItem { index, rejection })
         .collect();
+    commit_and_reply(&state, &source, started, batch, rejected, 0).await
+}
+
+/// Stores a parsed request and answers with what became of each item.
+async fn commit_and_reply(
+    state: &AppState,
+    source: &crate::store::Source,
+    started: Instant,
+    batch: WriteBatch,
+    rejected: Vec<RejectedItem>,
+    ignored: usize,
+) -> Result<Response, AppError> {
     let kinds: Vec<EventType> = batch.events.iter().map(|e| e.kind).collect();
     let outcome = state.committer.submit(batch).await.inspect_err(|_| {
         state.metrics.commit_errors.inc();
     })?;
 
     if !outcome.opened.is_empty() && state.checks().enabled() {
-        queue_checks(&state, outcome.opened.clone());
+        queue_checks(state, outcome.opened.clone());
     }
     let mut reply = IngestReply {
         accepted: 0,
         duplicates: 0,
+        ignored,
         rejected_count: rejected.len(),
         rejected,
         incident_ids: Vec::new(),
@@ -219,4 +236,158 @@ async fn keep_unreadable_body(
     };
     state.committer.submit(batch).await?;
     Ok(())
+}
+
+/// The MTA formats served at `POST /api/v1/ingest/{format}`.
+pub const MTA_FORMATS: &[&str] = &["kumomta", "postfix", "exim", "powermta"];
+
+/// Line parsers kept per source between requests, so a Postfix `from=` line and the
+/// `status=` line of the same queue id may arrive in different requests.
+type BoxedParser = Box<dyn super::mta::LineParser + Send>;
+
+#[derive(Default)]
+pub struct LineParsers(
+    std::sync::Mutex<std::collections::HashMap<(i64, &'static str), BoxedParser>>,
+);
+
+fn new_parser(format: &str) -> Option<(&'static str, Box<dyn super::mta::LineParser + Send>)> {
+    let map = super::mta::LogSourceMap::default();
+    match format {
+        "postfix" => Some(("postfix", Box::new(super::postfix::PostfixParser::new(map)))),
+        "exim" => Some(("exim", Box::new(super::exim::EximParser::new(map)))),
+        "powermta" => Some((
+            "powermta",
+            Box::new(super::powermta::PowerMtaParser::new(map)),
+        )),
+        _ => None,
+    }
+}
+
+/// `POST /api/v1/ingest/{format}`: an MTA's own records as it writes them. The source
+/// must have been created for that format.
+async fn ingest_format(
+    State(state): State<AppState>,
+    SourceAuth(source): SourceAuth,
+    axum::extract::Path(format): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let started = Instant::now();
+    if !MTA_FORMATS.contains(&format.as_str()) {
+        return Err(AppError::NotFound(format!(
+            "ingest format {format:?} (served: {}; the native JSON format is POST /api/v1/events)",
+            MTA_FORMATS.join(", ")
+        )));
+    }
+    if source.format != format {
+        return Err(AppError::bad(
+            "format",
+            format!(
+                "source {:?} was created for format {:?}: post to /api/v1/ingest/{} or create a source with --format {format}",
+                source.name, source.format, source.format
+            ),
+        ));
+    }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::TooLarge {
+                field: "body".into(),
+                reason: format!(
+                    "request body over the {} byte limit",
+                    state.config.max_body_bytes
+                ),
+            }
+        } else {
+            AppError::bad("body", e.body_text())
+        }
+    })?;
+    let _permit = state
+        .ingest_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::Unavailable {
+            reason: "too many ingest requests in flight".into(),
+        })?;
+    let now = state.clock.now();
+    let text = match std::str::from_utf8(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            let reason = format!("the body is not UTF-8 ({e})");
+            keep_unreadable_body(&state, source.id, &body, &reason, now).await?;
+            return Err(AppError::bad("body", reason));
+        }
+    };
+    let ctx = Context {
+        source_id: source.id,
+        classifier: &state.classifier,
+        now,
+        max_future_skew: chrono::TimeDelta::from_std(state.config.max_future_skew)
+            .unwrap_or(chrono::TimeDelta::hours(1)),
+    };
+    // Each parsed record with the index of the item (JSON record or line) it came from.
+    let mut parsed: Vec<(usize, super::mta::Parsed)> = Vec::new();
+    if format == "kumomta" {
+        let ndjson = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.contains("ndjson") || ct.contains("jsonl"));
+        let items = match split_body(text, ndjson, state.config.max_batch_events) {
+            Ok(items) => items,
+            Err(e @ IngestError::Body(_)) => {
+                keep_unreadable_body(&state, source.id, &body, &e.to_string(), now).await?;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let map = super::mta::LogSourceMap::default();
+        for (i, item) in items.iter().enumerate() {
+            for p in super::kumomta::parse_record(item, &ctx, &map) {
+                parsed.push((i, p));
+            }
+        }
+    } else {
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if lines.len() > state.config.max_batch_events {
+            return Err(IngestError::TooManyEvents {
+                got: lines.len(),
+                max: state.config.max_batch_events,
+            }
+            .into());
+        }
+        let mut parsers = state
+            .line_parsers
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some((name, fresh)) = new_parser(&format) else {
+            return Err(AppError::NotFound(format!("ingest format {format:?}")));
+        };
+        let parser = parsers.entry((source.id, name)).or_insert(fresh);
+        for (i, line) in lines.iter().enumerate() {
+            for p in parser.feed_line(line, &ctx) {
+                parsed.push((i, p));
+            }
+        }
+    }
+    let mut batch = WriteBatch::default();
+    let mut rejected = Vec::new();
+    let mut ignored = 0;
+    for (index, p) in parsed {
+        match p {
+            super::mta::Parsed::Event(ev) => batch.events.push(ev),
+            super::mta::Parsed::Ignored { .. } => ignored += 1,
+            super::mta::Parsed::Rejected { rejection, raw } => {
+                batch.rejects.push(NewReject {
+                    source_id: Some(source.id),
+                    received_at: now,
+                    index: Some(index),
+                    field: rejection.field.clone(),
+                    reason: rejection.reason.clone(),
+                    raw,
+                });
+                rejected.push(RejectedItem { index, rejection });
+            }
+        }
+    }
+    commit_and_reply(&state, &source, started, batch, rejected, ignored).await
 }

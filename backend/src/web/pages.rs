@@ -1215,7 +1215,7 @@ async fn ips_page(State(state): State<AppState>, Viewer(s): Viewer) -> PageResul
 // ------------------------------------------------------------------ sources
 
 /// Formats a source can be created with; `json` is the native format.
-pub const SOURCE_FORMATS: &[&str] = &["json"];
+pub const SOURCE_FORMATS: &[&str] = &["json", "kumomta", "postfix", "exim", "powermta"];
 
 async fn sources_view(
     state: &AppState,
