@@ -205,6 +205,13 @@ fn merged(configured: Option<&Vec<String>>, seen: &[String]) -> Vec<String> {
     out
 }
 
+/// The names (IPs and domains) of `subjects_for`, as checks are stored under them.
+pub fn subject_keys(inc: &Incident) -> Vec<String> {
+    let mut v: Vec<String> = subjects_for(inc).iter().map(|s| s.key()).collect();
+    v.dedup();
+    v
+}
+
 /// The subjects worth checking for an incident: its affected IPs (the most deferred
 /// first), one unaffected IP to compare with, the sender domain, and the destination.
 pub fn subjects_for(inc: &Incident) -> Vec<CheckSubject> {

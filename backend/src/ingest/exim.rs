@@ -15,7 +15,6 @@ use crate::event::EventType;
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Offset, TimeZone, Utc};
 
 const NAMES: FieldNames = FieldNames {
-    format: "exim",
     time: "timestamp",
     recipient: "address",
     sender: "F",

@@ -115,7 +115,7 @@ pub struct Context<'a> {
     pub max_future_skew: chrono::TimeDelta,
 }
 
-fn reject(field: &str, reason: impl Into<String>) -> Rejection {
+pub(crate) fn reject(field: &str, reason: impl Into<String>) -> Rejection {
     Rejection {
         field: Some(field.to_string()),
         reason: reason.into(),
@@ -195,7 +195,7 @@ fn text<'a>(
     }
 }
 
-fn host_name(s: &str, field: &str) -> Result<String, Rejection> {
+pub(crate) fn host_name(s: &str, field: &str) -> Result<String, Rejection> {
     let h = s.trim_end_matches('.').to_ascii_lowercase();
     let ok = !h.is_empty()
         && h.len() <= 253
@@ -471,8 +471,10 @@ pub fn reclassify_stored(
 }
 
 /// Unique per source: the sender's own id when it gave one; otherwise the content, so
-/// that a resent payload is recognised as the same event.
-fn dedupe_key(
+/// that a resent payload (or a re-read log line) is recognised as the same event. Every
+/// adapter uses this one key; a source serves one format, so the source id is scope
+/// enough.
+pub(crate) fn dedupe_key(
     source_id: i64,
     ext_id: Option<&str>,
     raw: &str,

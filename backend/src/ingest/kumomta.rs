@@ -15,7 +15,6 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 const NAMES: FieldNames = FieldNames {
-    format: "kumomta",
     time: "timestamp",
     recipient: "recipient",
     sender: "sender",

@@ -10,7 +10,6 @@ use crate::incidents::destination;
 use crate::smtp::{EnhancedCode, Stage, parse_reply};
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -63,13 +62,7 @@ pub trait LineParser {
     }
 }
 
-pub(crate) fn reject(field: &str, reason: impl Into<String>) -> Rejection {
-    Rejection {
-        field: Some(field.to_string()),
-        reason: reason.into(),
-        ext_id: None,
-    }
-}
+pub(crate) use super::json::{host_name, reject};
 
 /// A sending identity: the IP a transport binds to and the name it greets with.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -161,7 +154,6 @@ pub(crate) struct Draft {
 
 /// The format's own names for the fields a rejection can be about.
 pub(crate) struct FieldNames {
-    pub format: &'static str,
     pub time: &'static str,
     pub recipient: &'static str,
     pub sender: &'static str,
@@ -309,14 +301,10 @@ impl Draft {
         });
         let destination = destination(mx_host.as_deref(), &recipient_domain);
         let raw = raw.trim_end_matches(['\r', '\n']);
-        let dedupe_key = content_key(
-            ctx.source_id,
-            names.format,
-            self.kind,
-            self.time,
-            &recipient,
-            raw,
-        );
+        // Log records carry no event id: the content is the key, so a re-read line
+        // (a restart, an overlapping import) maps to the same event.
+        let dedupe_key =
+            super::json::dedupe_key(ctx.source_id, None, raw, self.kind, self.time, &recipient);
         let helo = self
             .identity
             .helo
@@ -370,23 +358,6 @@ fn clean_text<'a>(s: &'a str, field: &str, max: usize) -> Result<Option<&'a str>
     }
 }
 
-pub(crate) fn host_name(s: &str, field: &str) -> Result<String, Rejection> {
-    let h = s.trim_end_matches('.').to_ascii_lowercase();
-    let ok = !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars()
-                    .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
-        });
-    if ok {
-        Ok(h)
-    } else {
-        Err(reject(field, format!("{s:?} is not a host name")))
-    }
-}
-
 /// An IP address as MTAs write it: bare, in brackets, `IPv6:`-prefixed, or with a port
 /// (`192.0.2.1:25`, `[2001:db8::1]:25`).
 pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
@@ -403,29 +374,6 @@ fn ip_text(s: &str, field: &str) -> Result<String, Rejection> {
     parse_ip(s)
         .map(|a| a.to_string())
         .ok_or_else(|| reject(field, format!("{s:?} is not an IP address")))
-}
-
-/// Unique per source and event, from the content: log records carry no event id, and a
-/// re-read line (a restart, an overlapping import) must map to the same key.
-fn content_key(
-    source_id: i64,
-    format: &str,
-    kind: EventType,
-    time: DateTime<Utc>,
-    recipient: &str,
-    raw: &str,
-) -> String {
-    let mut h = Sha256::new();
-    h.update(source_id.to_be_bytes());
-    h.update(b"mta\0");
-    h.update(format.as_bytes());
-    h.update(b"\0");
-    h.update(kind.as_str().as_bytes());
-    h.update(time.timestamp_millis().to_be_bytes());
-    h.update(recipient.as_bytes());
-    h.update(b"\0");
-    h.update(raw.trim().as_bytes());
-    hex::encode(&h.finalize()[..16])
 }
 
 /// A map with a fixed capacity that forgets its oldest entries first, so that a parser fed

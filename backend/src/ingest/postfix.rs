@@ -22,7 +22,6 @@ use crate::smtp::EnhancedCode;
 use chrono::{DateTime, FixedOffset, Offset, Utc};
 
 const NAMES: FieldNames = FieldNames {
-    format: "postfix",
     time: "timestamp",
     recipient: "to",
     sender: "from",

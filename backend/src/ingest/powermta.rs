@@ -13,7 +13,6 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use std::collections::HashMap;
 
 const NAMES: FieldNames = FieldNames {
-    format: "powermta",
     time: "timeLogged",
     recipient: "rcpt",
     sender: "orig",

@@ -32,7 +32,7 @@ pub async fn latest_checks(
     inc: &Incident,
 ) -> Result<Vec<StoredCheck>, StoreError> {
     let mut checks = Vec::new();
-    for s in subjects(inc) {
+    for s in crate::check_runner::subject_keys(inc) {
         checks.extend(store.latest_checks(&s).await?);
     }
     Ok(checks)
@@ -54,7 +54,7 @@ pub async fn sample_events(
 pub async fn evidence(store: &dyn Store, inc: &Incident) -> Result<Evidence, StoreError> {
     let changes = store
         .check_changes(
-            &subjects(inc),
+            &crate::check_runner::subject_keys(inc),
             Some(inc.first_seen - CHANGES_BEFORE),
             MAX_CHANGES,
         )
@@ -106,16 +106,6 @@ pub fn sender(cfg: &Config) -> SenderInfo<'_> {
         organisation: cfg.sender_org.as_deref(),
         contact: cfg.smtp_from.as_deref(),
     }
-}
-
-/// Subject names (IPs and domains) whose checks belong with an incident.
-pub fn subjects(inc: &Incident) -> Vec<String> {
-    let mut v: Vec<String> = crate::check_runner::subjects_for(inc)
-        .iter()
-        .map(|s| s.key())
-        .collect();
-    v.dedup();
-    v
 }
 
 /// Why a report was not sent. Only `Relay` reached the relay, and only it is recorded.

@@ -160,7 +160,7 @@ pub struct Mailer {
 impl Mailer {
     pub fn from_url(smtp_url: &str, from: &str) -> Result<Mailer, MailError> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
-            .map_err(|e| MailError::Config(format!("{}: {e}", redact(smtp_url))))?
+            .map_err(|e| MailError::Config(format!("{}: {e}", crate::store::redact_url(smtp_url))))?
             .timeout(Some(SEND_TIMEOUT))
             .build();
         Ok(Mailer {
@@ -227,20 +227,6 @@ impl Mailer {
     }
 }
 
-/// The relay URL without its password, for error messages that reach logs and pages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,10 +234,13 @@ mod tests {
     #[test]
     fn passwords_stay_out_of_errors() {
         assert_eq!(
-            redact("smtp://user:secret@host:587?tls=required"),
+            crate::store::redact_url("smtp://user:secret@host:587?tls=required"),
             "smtp://user:***@host:587?tls=required"
         );
-        assert_eq!(redact("smtp://127.0.0.1:2525"), "smtp://127.0.0.1:2525");
+        assert_eq!(
+            crate::store::redact_url("smtp://127.0.0.1:2525"),
+            "smtp://127.0.0.1:2525"
+        );
         let e = Mailer::from_url("smtq://user:secret@host", "a@b.example")
             .err()
             .expect("unknown scheme refused");

@@ -120,16 +120,6 @@ pub struct IncidentDetail {
     pub hourly: Vec<HourBucket>,
 }
 
-/// Subject names (IPs and domains) whose checks belong with an incident.
-pub(crate) fn check_subjects(inc: &Incident) -> Vec<String> {
-    let mut v: Vec<String> = crate::check_runner::subjects_for(inc)
-        .iter()
-        .map(|s| s.key())
-        .collect();
-    v.dedup();
-    v
-}
-
 impl IncidentView {
     pub fn new(inc: Incident, th: &Thresholds, with_detail: bool) -> Self {
         let total = inc.counts.deferred.max(1) as f64;
@@ -333,7 +323,7 @@ async fn show_incident(
         .incident(id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("incident {id}")))?;
-    let subjects = check_subjects(&inc);
+    let subjects = crate::check_runner::subject_keys(&inc);
     let since = inc.first_seen - chrono::TimeDelta::days(1);
     let mut checks = Vec::with_capacity(subjects.len());
     for s in &subjects {

@@ -460,7 +460,7 @@ async fn incident_view(
         .await?
         .remove(&id)
         .unwrap_or_default();
-    let subjects = super::api::check_subjects(&inc);
+    let subjects = crate::check_runner::subject_keys(&inc);
     let mut stored_checks = Vec::new();
     let mut panels = Vec::new();
     let mut by_subject: HashMap<String, Vec<crate::store::StoredCheck>> = HashMap::new();

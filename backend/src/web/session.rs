@@ -187,7 +187,9 @@ pub async fn session_layer(
         },
     };
     match (expected, presented) {
-        (Some(e), Some(p)) if constant_time_eq(e.as_bytes(), p.as_bytes()) => next.run(req).await,
+        (Some(e), Some(p)) if crate::ingest::esp::constant_time_eq(e.as_bytes(), p.as_bytes()) => {
+            next.run(req).await
+        }
         _ => PageError(AppError::Forbidden(
             "the form expired or did not come from this dashboard: reload the page and try again"
                 .into(),
@@ -237,10 +239,6 @@ async fn form_token(req: Request) -> Result<(Request, Option<String>), Response>
         Request::from_parts(parts, axum::body::Body::from(bytes)),
         token,
     ))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The outcome of a login attempt.

@@ -62,7 +62,7 @@ pub fn parse(body: &[u8], ctx: &Context<'_>) -> Vec<Parsed> {
                 // `id` is the webhook's id, the same for every event: content dedupe instead.
                 ..Fields::default()
             };
-            outcome("brevo", index, f, raw, ctx)
+            outcome(index, f, raw, ctx)
         })
         .collect()
 }

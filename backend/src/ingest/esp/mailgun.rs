@@ -122,5 +122,5 @@ pub fn parse(body: &[u8], ctx: &Context<'_>) -> Vec<Parsed> {
         ext_id,
         ..Fields::default()
     };
-    vec![outcome("mailgun", 0, f, &raw, ctx)]
+    vec![outcome(0, f, &raw, ctx)]
 }

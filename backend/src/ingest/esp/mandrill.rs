@@ -108,7 +108,7 @@ pub fn parse(body: &[u8], ctx: &Context<'_>) -> Vec<Parsed> {
                 ext_id,
                 ..Fields::default()
             };
-            outcome("mandrill", index, f, raw, ctx)
+            outcome(index, f, raw, ctx)
         })
         .collect()
 }

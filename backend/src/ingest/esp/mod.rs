@@ -22,7 +22,6 @@ use axum::http::HeaderMap;
 use base64::Engine;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 
 /// Longest accepted response text; real replies, even multi-line, stay far below.
@@ -188,9 +187,11 @@ fn b64(text: &str, what: &str) -> Result<Vec<u8>, SignatureError> {
         .map_err(|e| malformed(what, format!("not base64 ({e})")))
 }
 
-/// Compares secrets without leaking where they differ through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares secrets without leaking where they differ through timing; shared with the
+/// dashboard's CSRF check.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// SparkPost and Brevo do not sign: they authenticate with HTTP Basic credentials set
@@ -269,17 +270,9 @@ fn clean(v: Option<String>, field: &str, max: usize) -> Result<Option<String>, R
     }
 }
 
+/// Secondary fields: a malformed host name is dropped, not a rejection.
 fn host_name(s: &str) -> Option<String> {
-    let h = s.trim().trim_end_matches('.').to_ascii_lowercase();
-    let ok = !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars()
-                    .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
-        });
-    ok.then_some(h)
+    super::json::host_name(s.trim(), "").ok()
 }
 
 /// An IP in any of the spellings providers use (`[ip]`, `IPv6:…`); anything else is
@@ -292,7 +285,7 @@ fn ip(s: Option<&str>) -> Option<String> {
 }
 
 /// Validates and classifies one provider item, like the native adapter does.
-fn build(provider: &str, f: Fields, raw: &str, ctx: &Context<'_>) -> Result<NewEvent, Reject> {
+fn build(f: Fields, raw: &str, ctx: &Context<'_>) -> Result<NewEvent, Reject> {
     let kind = f.kind.ok_or_else(|| reject("event", "no event type"))?;
     let time = f
         .time
@@ -376,9 +369,8 @@ fn build(provider: &str, f: Fields, raw: &str, ctx: &Context<'_>) -> Result<NewE
         )
     });
     let ext_id = clean(f.ext_id, "id", 256)?;
-    let dedupe_key = dedupe_key(
+    let dedupe_key = super::json::dedupe_key(
         ctx.source_id,
-        provider,
         ext_id.as_deref(),
         raw,
         kind,
@@ -413,39 +405,9 @@ fn build(provider: &str, f: Fields, raw: &str, ctx: &Context<'_>) -> Result<NewE
     })
 }
 
-/// Unique per source: the provider's event id when it has one; otherwise the content,
-/// so that a retried webhook is recognised as the same event.
-fn dedupe_key(
-    source_id: i64,
-    provider: &str,
-    ext_id: Option<&str>,
-    raw: &str,
-    kind: EventType,
-    time: DateTime<Utc>,
-    recipient: &str,
-) -> String {
-    let mut h = Sha256::new();
-    h.update(source_id.to_be_bytes());
-    h.update(provider.as_bytes());
-    match ext_id {
-        Some(id) => {
-            h.update(b"\0id\0");
-            h.update(id.as_bytes());
-        }
-        None => {
-            h.update(b"\0content\0");
-            h.update(kind.as_str().as_bytes());
-            h.update(time.timestamp_millis().to_be_bytes());
-            h.update(recipient.as_bytes());
-            h.update(raw.trim().as_bytes());
-        }
-    }
-    hex::encode(&h.finalize()[..16])
-}
-
 /// Turns a build result into the item's outcome.
-fn outcome(provider: &str, index: usize, f: Fields, raw: &str, ctx: &Context<'_>) -> Parsed {
-    match build(provider, f, raw, ctx) {
+fn outcome(index: usize, f: Fields, raw: &str, ctx: &Context<'_>) -> Parsed {
+    match build(f, raw, ctx) {
         Ok(ev) => Parsed::Event(ev),
         Err((field, reason)) => Parsed::Rejected {
             index,

@@ -149,5 +149,5 @@ pub fn parse(body: &[u8], ctx: &Context<'_>) -> Vec<Parsed> {
         ext_id: s(&v, "uuid"),
         ..Fields::default()
     };
-    vec![outcome("postal", 0, f, &String::from_utf8_lossy(body), ctx)]
+    vec![outcome(0, f, &String::from_utf8_lossy(body), ctx)]
 }

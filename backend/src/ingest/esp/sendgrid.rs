@@ -103,7 +103,7 @@ pub fn parse(body: &[u8], ctx: &Context<'_>) -> Vec<Parsed> {
                 ext_id: s(v, "sg_event_id"),
                 ..Fields::default()
             };
-            outcome("sendgrid", index, f, raw, ctx)
+            outcome(index, f, raw, ctx)
         })
         .collect()
 }

@@ -332,7 +332,7 @@ fn ses_event(ev: &Value, raw: &str, sns_id: Option<&str>, ctx: &Context<'_>) -> 
                     message_id: message_id.clone(),
                     ..Fields::default()
                 };
-                out.push(outcome("ses", i, f, raw, ctx));
+                out.push(outcome(i, f, raw, ctx));
             }
         }
         "Delivery" => {
@@ -361,7 +361,7 @@ fn ses_event(ev: &Value, raw: &str, sns_id: Option<&str>, ctx: &Context<'_>) -> 
                     message_id: message_id.clone(),
                     ..Fields::default()
                 };
-                out.push(outcome("ses", i, f, raw, ctx));
+                out.push(outcome(i, f, raw, ctx));
             }
         }
         "Bounce" => {
@@ -404,7 +404,7 @@ fn ses_event(ev: &Value, raw: &str, sns_id: Option<&str>, ctx: &Context<'_>) -> 
                     message_id: message_id.clone(),
                     ..Fields::default()
                 };
-                out.push(outcome("ses", i, f, raw, ctx));
+                out.push(outcome(i, f, raw, ctx));
             }
         }
         other => out.push(Parsed::Ignored {

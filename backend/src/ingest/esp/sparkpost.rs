@@ -74,7 +74,7 @@ pub fn parse(body: &[u8], ctx: &Context<'_>) -> Vec<Parsed> {
                 ext_id: s(ev, "event_id"),
                 ..Fields::default()
             };
-            outcome("sparkpost", index, f, raw, ctx)
+            outcome(index, f, raw, ctx)
         })
         .collect()
 }

@@ -13,6 +13,7 @@ use rsa::RsaPrivateKey;
 use rsa::pkcs1v15::Pkcs1v15Sign;
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use sha1::Sha1;
+use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
 
 static CLASSIFIER: LazyLock<Classifier> = LazyLock::new(Classifier::builtin);
