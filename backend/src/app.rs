@@ -27,6 +27,8 @@ pub struct Inner {
     pub tokens: TokenCache,
     pub ingest_slots: Arc<Semaphore>,
     pub line_parsers: crate::ingest::http::LineParsers,
+    /// ESP signature verification state (SNS certificates, Mailgun tokens seen).
+    pub webhooks: crate::ingest::webhook::WebhookState,
     checks: std::sync::RwLock<crate::check_runner::CheckRunner>,
     /// The configuration with the settings saved in the browser laid over it.
     effective: std::sync::RwLock<Arc<Config>>,
@@ -124,6 +126,7 @@ impl AppState {
             tokens: TokenCache::new(config.token_cache_ttl),
             ingest_slots: Arc::new(Semaphore::new(config.max_ingest_concurrency)),
             line_parsers: Default::default(),
+            webhooks: Default::default(),
             config,
             store,
             engine,

@@ -76,6 +76,63 @@ pub enum Command {
     /// Print an incident's escalation report (`report ID`), or email it through the
     /// configured relay (`report send ID --to ADDR`).
     Report(ReportArgs),
+    /// Backfill history from log files (gzip accepted): every event stored, incidents
+    /// built by event time as live ingestion would have.
+    Import(ImportArgs),
+    /// Follow a log file (surviving rotation) and send its events as they are written.
+    Tail(TailArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The source the lines belong to (created with `source add NAME --format …`).
+    #[arg(long)]
+    pub source: String,
+    /// postfix, exim or powermta.
+    #[arg(long)]
+    pub format: String,
+    /// Parse and count only; store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Events per transaction.
+    #[arg(long, default_value_t = crate::ingest::logfile::IMPORT_BATCH_EVENTS)]
+    pub batch: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Log files, oldest first (`maillog.2.gz maillog.1 maillog`).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    #[arg(long)]
+    pub source: String,
+    /// postfix, exim or powermta.
+    #[arg(long)]
+    pub format: String,
+    /// Post the lines to this server (`http://host:8421`) instead of writing to the
+    /// database; the server parses them with its own `[sources.NAME]` map.
+    #[arg(long, env = "DEFERWATCH_SERVER")]
+    pub server: Option<String>,
+    /// The source's token, with --server.
+    #[arg(long, env = "DEFERWATCH_SOURCE_TOKEN")]
+    pub token: Option<String>,
+    /// Where the read position is kept (default: ./data/tail-SOURCE-….json).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// With no saved position, read the file's existing lines first instead of
+    /// starting at its end.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Most lines per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_lines: usize,
+    /// Longest wait before a partial batch is sent.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub flush_interval: Duration,
+    pub file: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -114,10 +171,20 @@ pub enum SourceCmd {
     /// Create a source and print its token (shown once; only its hash is stored).
     Add {
         name: String,
-        /// Event format the source sends: json (POST /api/v1/events) or kumomta, postfix,
-        /// exim, powermta (POST /api/v1/ingest/FORMAT).
+        /// Event format the source sends: json (POST /api/v1/events); kumomta, postfix,
+        /// exim, powermta; sendgrid, mailgun, ses, postal, sparkpost, mandrill, brevo
+        /// (POST /api/v1/ingest/FORMAT).
         #[arg(long, default_value = "json")]
         format: String,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Set what a webhook source verifies its provider's requests with (replaces all
+    /// three; give the ones the format needs).
+    Keys {
+        name: String,
+        #[command(flatten)]
+        keys: KeyArgs,
     },
     List,
     /// Issue a new token for a source; the old one stops working.
@@ -127,6 +194,51 @@ pub enum SourceCmd {
     Revoke {
         name: String,
     },
+}
+
+/// A webhook source's verification keys.
+#[derive(Args, Debug, Default)]
+pub struct KeyArgs {
+    /// Signing secret: the HMAC key (mailgun, mandrill) or `user:password` / a bearer
+    /// token the webhook sends (sparkpost, brevo). `-` reads it from standard input, so
+    /// it stays out of the shell history and the process list.
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// Public key file: SendGrid's verification key, Postal's signing key (PEM or the
+    /// base64 the provider shows), or an SNS signing certificate to pin for ses.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
+    /// The webhook URL exactly as configured at the provider (mandrill signs it).
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+}
+
+impl KeyArgs {
+    fn read(&self) -> Result<crate::store::SourceKeys, CliError> {
+        let secret = match self.secret.as_deref() {
+            Some("-") => {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                Some(line.trim().to_string())
+            }
+            other => other.map(|s| s.trim().to_string()),
+        }
+        .filter(|s| !s.is_empty());
+        let public_key = match &self.public_key {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| CliError::Usage(format!("--public-key {}: {e}", p.display())))?,
+            ),
+            None => None,
+        }
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty());
+        Ok(crate::store::SourceKeys {
+            secret,
+            public_key,
+            webhook_url: self.webhook_url.clone().filter(|u| !u.trim().is_empty()),
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -248,6 +360,9 @@ pub struct ServeArgs {
     pub retry_after_secs: Option<u64>,
     #[arg(long, env = "DEFERWATCH_MAX_FUTURE_SKEW", value_parser = humantime::parse_duration)]
     pub max_future_skew: Option<Duration>,
+    /// How far a signed webhook's timestamp may be from the clock (default 1h).
+    #[arg(long, env = "DEFERWATCH_WEBHOOK_TOLERANCE", value_parser = humantime::parse_duration)]
+    pub webhook_tolerance: Option<Duration>,
     #[arg(long, env = "DEFERWATCH_SWEEP_INTERVAL", value_parser = humantime::parse_duration)]
     pub sweep_interval: Option<Duration>,
     /// How long raw events are kept after they were received (incidents stay).
@@ -320,6 +435,8 @@ impl ServeArgs {
             group_commit_max_events: self.group_commit_max_events,
             retry_after_secs: self.retry_after_secs,
             max_future_skew: self.max_future_skew,
+            webhook_tolerance: self.webhook_tolerance,
+            sources: None,
             sweep_interval: self.sweep_interval,
             retention: self.retention,
             prune_interval: self.prune_interval,
@@ -369,6 +486,8 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Bench(String),
+    #[error(transparent)]
+    Log(#[from] crate::ingest::logfile::LogError),
 }
 
 fn load_config(cli: &Cli, serve: Option<&ServeArgs>) -> Result<Config, CliError> {
@@ -451,25 +570,55 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let cfg = load_config(&cli, None)?;
             let store = open_store(&cfg).await?;
             match cmd {
-                SourceCmd::Add { name, format } => {
+                SourceCmd::Add { name, format, keys } => {
                     validate_name(name)?;
-                    if format != "json"
-                        && !crate::ingest::http::MTA_FORMATS.contains(&format.as_str())
-                    {
+                    let formats = crate::ingest::http::source_formats();
+                    if !formats.contains(&format.as_str()) {
                         return Err(CliError::Usage(format!(
-                            "unknown format {format:?}: supported formats are: json, {}",
-                            crate::ingest::http::MTA_FORMATS.join(", ")
+                            "unknown format {format:?}: supported formats are: {}",
+                            formats.join(", ")
                         )));
                     }
+                    let keys = keys.read()?;
+                    crate::ingest::webhook::check_keys(format, &keys).map_err(CliError::Usage)?;
                     let token = new_token(SOURCE_TOKEN_PREFIX);
                     let s = store
                         .create_source(name, format, &hash_token(&token), clock.now())
                         .await?;
+                    store.set_source_keys(name, &keys).await?;
                     println!("source {:?} created (format {}).", s.name, s.format);
                     println!("token (shown once, store it now): {token}");
+                    let base = cfg
+                        .public_url
+                        .clone()
+                        .unwrap_or_else(|| format!("http://{}", cfg.listen));
+                    let url = crate::web::pages::ingest_url_for(&base, format, &token);
+                    if format == "json" {
+                        println!(
+                            "send events: curl -H 'Authorization: Bearer {token}' --data-binary @events.ndjson {url}"
+                        );
+                    } else if url.contains("?token=") {
+                        println!("webhook URL to configure at the provider: {url}");
+                    } else {
+                        println!(
+                            "send records: curl -H 'Authorization: Bearer {token}' --data-binary @records {url}"
+                        );
+                    }
+                }
+                SourceCmd::Keys { name, keys } => {
+                    let source = store
+                        .list_sources()
+                        .await?
+                        .into_iter()
+                        .find(|s| &s.name == name)
+                        .ok_or_else(|| CliError::Usage(format!("no source named {name:?}")))?;
+                    let keys = keys.read()?;
+                    crate::ingest::webhook::check_keys(&source.format, &keys)
+                        .map_err(CliError::Usage)?;
+                    store.set_source_keys(name, &keys).await?;
                     println!(
-                        "send events: curl -H 'Authorization: Bearer {token}' --data-binary @events.ndjson http://{}/api/v1/events",
-                        cfg.listen
+                        "keys of source {name:?} updated (format {}).",
+                        source.format
                     );
                 }
                 SourceCmd::List => {
@@ -714,6 +863,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Report(args) => run_report(&cli, args, clock.now()).await,
+        Command::Import(args) => run_import(&cli, args, clock).await,
+        Command::Tail(args) => run_tail(&cli, args, clock).await,
         Command::Sweep => {
             let cfg = load_config(&cli, None)?;
             let store = open_store(&cfg).await?;
@@ -981,5 +1132,143 @@ async fn apply_saved_settings(store: &DynStore, cfg: &mut Config) -> Result<(), 
             }
         }
     }
+    Ok(())
+}
+
+async fn run_import(cli: &Cli, args: &ImportArgs, clock: Arc<dyn Clock>) -> Result<(), CliError> {
+    use crate::ingest::logfile;
+    let cfg = load_config(cli, None)?;
+    let store = open_store(&cfg).await?;
+    let source = logfile::source_for(&store, &args.source, &args.format).await?;
+    let classifier = Arc::new(cfg.classifier()?);
+    let engine = crate::incidents::Engine::new(cfg.thresholds.clone());
+    let started = std::time::Instant::now();
+    let job = logfile::ImportJob {
+        format: args.format.clone(),
+        source_id: source.id,
+        map: cfg
+            .log_sources
+            .get(&source.name)
+            .cloned()
+            .unwrap_or_default(),
+        classifier,
+        now: clock.now(),
+        max_future_skew: chrono::TimeDelta::from_std(cfg.max_future_skew)
+            .unwrap_or(chrono::TimeDelta::hours(1)),
+        store: (!args.dry_run).then(|| (store.clone(), engine)),
+        batch_events: args.batch,
+    };
+    let counts = logfile::import(job, args.files.clone()).await?;
+    let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        let mut v = serde_json::to_value(&counts).unwrap_or_default();
+        v["seconds"] = serde_json::json!(secs);
+        v["lines_per_second"] = serde_json::json!(logfile::rate(counts.lines, started));
+        v["dry_run"] = serde_json::json!(args.dry_run);
+        println!("{v}");
+    } else {
+        println!(
+            "{} lines in {secs:.2} s ({:.0} lines/s): {} deferred, {} delivered, {} bounced, {} ignored, {} rejected",
+            counts.lines,
+            logfile::rate(counts.lines, started),
+            counts.deferred,
+            counts.delivered,
+            counts.bounced,
+            counts.ignored,
+            counts.rejected
+        );
+        if args.dry_run {
+            println!("dry run: nothing stored");
+        } else {
+            println!(
+                "{} events stored, {} already stored, {} incidents",
+                counts.stored,
+                counts.duplicates,
+                counts.incidents.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn run_tail(cli: &Cli, args: &TailArgs, clock: Arc<dyn Clock>) -> Result<(), CliError> {
+    use crate::ingest::logfile;
+    if !logfile::FILE_FORMATS.contains(&args.format.as_str()) {
+        return Err(CliError::Usage(format!(
+            "--format {}: log files can be followed for {}",
+            args.format,
+            logfile::FILE_FORMATS.join(", ")
+        )));
+    }
+    let cfg = load_config(cli, None)?;
+    let sink = match &args.server {
+        Some(server) => {
+            let token = args.token.clone().ok_or_else(|| {
+                CliError::Usage("--server needs --token (or DEFERWATCH_SOURCE_TOKEN)".into())
+            })?;
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .map_err(|e| CliError::Usage(format!("HTTP client: {e}")))?;
+            logfile::TailSink::Server {
+                client,
+                url: format!(
+                    "{}/api/v1/ingest/{}",
+                    server.trim_end_matches('/'),
+                    args.format
+                ),
+                token,
+            }
+        }
+        None => {
+            let store = open_store(&cfg).await?;
+            let source = logfile::source_for(&store, &args.source, &args.format).await?;
+            logfile::TailSink::Store {
+                store,
+                engine: crate::incidents::Engine::new(cfg.thresholds.clone()),
+                source_id: source.id,
+                map: cfg
+                    .log_sources
+                    .get(&source.name)
+                    .cloned()
+                    .unwrap_or_default(),
+                classifier: Arc::new(cfg.classifier()?),
+                max_future_skew: chrono::TimeDelta::from_std(cfg.max_future_skew)
+                    .unwrap_or(chrono::TimeDelta::hours(1)),
+            }
+        }
+    };
+    let state_path = match &args.state {
+        Some(p) => p.clone(),
+        None => {
+            let dir = PathBuf::from("data");
+            std::fs::create_dir_all(&dir)?;
+            logfile::default_state_path(&dir, &args.source, &args.file)
+        }
+    };
+    let job = logfile::TailJob {
+        path: args.file.clone(),
+        state_path,
+        format: args.format.clone(),
+        start: if args.from_start {
+            crate::ingest::follow::StartAt::Beginning
+        } else {
+            crate::ingest::follow::StartAt::End
+        },
+        batch_lines: args.batch_lines,
+        flush_interval: args.flush_interval,
+        clock,
+    };
+    eprintln!(
+        "following {} for source {:?} ({})",
+        args.file.display(),
+        args.source,
+        args.server.as_deref().unwrap_or("writing to the database")
+    );
+    let counts = logfile::tail(job, sink, shutdown_signal()).await?;
+    eprintln!(
+        "stopped: {} lines, {} events stored, {} rejected",
+        counts.lines, counts.stored, counts.rejected
+    );
     Ok(())
 }

@@ -70,6 +70,13 @@ pub struct Config {
     pub digest_interval: Option<Duration>,
     /// Outbound webhooks on incident transitions (`[notify]`).
     pub notify: crate::notify::NotifyConfig,
+    /// How far a signed webhook's timestamp may be from the clock. Longer than Postal's
+    /// 36-minute retry span, so its retries of a signed body are still accepted; a replay
+    /// inside the window is harmless, since the store deduplicates events.
+    pub webhook_tolerance: Duration,
+    /// `[sources.NAME]`: what a log source's lines map to (transport, sender domain →
+    /// sending IP and HELO), keyed by source name.
+    pub log_sources: std::collections::BTreeMap<String, crate::ingest::mta::LogSourceMap>,
 }
 
 /// Sender- and destination-side DNS checks.
@@ -230,6 +237,8 @@ impl Default for Config {
             sender_org: None,
             digest_interval: None,
             notify: crate::notify::NotifyConfig::default(),
+            webhook_tolerance: Duration::from_secs(3600),
+            log_sources: Default::default(),
         }
     }
 }
@@ -276,6 +285,11 @@ pub struct FileConfig {
     /// `[notify]`: only in the file (a list of webhooks has no flag form).
     #[serde(default)]
     pub notify: Option<crate::notify::config::FileNotify>,
+    #[serde(default, with = "humantime_serde")]
+    pub webhook_tolerance: Option<Duration>,
+    /// `[sources.NAME]`: only in the file.
+    #[serde(default)]
+    pub sources: Option<std::collections::BTreeMap<String, crate::ingest::mta::LogSourceMap>>,
 }
 
 /// `[windows]` in the file, `DEFERWATCH_WINDOW_*` in the environment.
@@ -405,6 +419,8 @@ impl FileConfig {
             windows: self.windows.overlay(&over.windows),
             checks: self.checks.overlay(over.checks),
             notify: over.notify.or(self.notify),
+            webhook_tolerance: over.webhook_tolerance.or(self.webhook_tolerance),
+            sources: over.sources.or(self.sources),
         }
     }
 
@@ -465,6 +481,8 @@ impl FileConfig {
             sender_org: self.sender_org,
             digest_interval: self.digest_interval.filter(|d| !d.is_zero()),
             notify: self.notify.unwrap_or_default().resolve()?,
+            webhook_tolerance: self.webhook_tolerance.unwrap_or(d.webhook_tolerance),
+            log_sources: self.sources.unwrap_or_default(),
         };
         if cfg.sweep_interval.is_zero() || cfg.prune_interval.is_zero() {
             return Err(ConfigError::Invalid(

@@ -100,3 +100,55 @@ async fn kumomta_records_and_the_format_checks() {
     let (status, _) = post(&app, "kumomta", "dws_wrong", &records).await;
     assert_eq!(status, 401);
 }
+
+/// `[sources.NAME]` maps what Postfix lines carry (the master.cf transport's
+/// `syslog_name`, the sender domain) to the sending IP and HELO; unmapped lines keep
+/// the IP unknown.
+#[tokio::test]
+async fn a_log_source_map_names_the_sending_ip() {
+    let map: deferwatch::ingest::mta::LogSourceMap = toml::from_str(
+        r#"
+        [transports.postfix-ip2]
+        ip = "192.0.2.2"
+        helo = "mta2.example.com"
+        [sender_domains."news.example.com"]
+        ip = "192.0.2.3"
+        helo = "mta3.example.com"
+        "#,
+    )
+    .expect("map");
+    let app = TestApp::spawn_with(Backend::Sqlite, |cfg| {
+        cfg.log_sources.insert("edge".into(), map);
+    })
+    .await;
+    let token = source(&app, "edge", "postfix").await;
+    let lines = "Nov 20 09:00:01 mta1 postfix-ip2/smtp[2001]: 5A1B2C3D40: to=<bob@gmail.com>, relay=gmail-smtp-in.l.google.com[142.250.27.26]:25, delay=2, delays=0.1/0/1/1, dsn=4.7.28, status=deferred (host gmail-smtp-in.l.google.com[142.250.27.26] said: 421 4.7.28 Try again later (in reply to end of DATA command))\n\
+        Nov 20 09:00:02 mta1 postfix/qmgr[1003]: 6A1B2C3D40: from=<list@news.example.com>, size=1234, nrcpt=1 (queue active)\n\
+        Nov 20 09:00:03 mta1 postfix/smtp[2002]: 6A1B2C3D40: to=<carol@yahoo.com>, relay=mta5.am0.yahoodns.net[67.195.204.72]:25, delay=2, delays=0.1/0/1/1, dsn=4.7.0, status=deferred (host mta5.am0.yahoodns.net[67.195.204.72] said: 421 4.7.0 [TSS04] Messages from 192.0.2.3 temporarily deferred (in reply to MAIL FROM command))\n\
+        Nov 20 09:00:04 mta1 postfix/smtp[2003]: 7A1B2C3D40: to=<dave@outlook.com>, relay=outlook-com.olc.protection.outlook.com[52.101.8.35]:25, delay=2, delays=0.1/0/1/1, dsn=4.7.650, status=deferred (host outlook-com.olc.protection.outlook.com[52.101.8.35] said: 451 4.7.650 The mail server has been temporarily rate limited due to IP reputation. (in reply to MAIL FROM command))\n";
+    let (status, reply) = post(&app, "postfix", &token, lines).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["accepted"], 3, "{reply}");
+    let (_, events) = app.get("/api/v1/events?source=edge").await;
+    let by_rcpt = |r: &str| {
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["recipient"] == r)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let bob = by_rcpt("bob@gmail.com");
+    assert_eq!(bob["source_ip"], "192.0.2.2", "by transport: {bob}");
+    assert_eq!(bob["helo"], "mta2.example.com");
+    let carol = by_rcpt("carol@yahoo.com");
+    assert_eq!(carol["source_ip"], "192.0.2.3", "by sender domain: {carol}");
+    assert_eq!(carol["helo"], "mta3.example.com");
+    let dave = by_rcpt("dave@outlook.com");
+    assert_eq!(
+        dave["source_ip"],
+        serde_json::Value::Null,
+        "unmapped: {dave}"
+    );
+}

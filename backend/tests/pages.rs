@@ -565,6 +565,59 @@ async fn sources_page_creates_rotates_and_revokes_tokens() {
 }
 
 #[tokio::test]
+async fn webhook_sources_take_their_keys_on_the_sources_page() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    add_user(&app, "alice", Role::Admin).await;
+    let b = Browser::new(&app);
+    b.login("alice", "correct horse battery").await;
+    let csrf = b.csrf().await;
+    // Mailgun signs with an HMAC key: without one the source could never verify.
+    let (status, html, _) = b
+        .post(
+            "/sources",
+            &[("csrf", &csrf), ("name", "mg"), ("format", "mailgun")],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(html.contains("format mailgun needs --secret KEY"), "{html}");
+    let (status, html, _) = b
+        .post(
+            "/sources",
+            &[
+                ("csrf", &csrf),
+                ("name", "mg"),
+                ("format", "mailgun"),
+                ("secret", "key-abc123"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{html}");
+    // The URL to paste at the provider carries the token; the secret is never echoed.
+    let start = html.find("<code id=\"new-url\">").unwrap() + "<code id=\"new-url\">".len();
+    let url = &html[start..start + html[start..].find('<').unwrap()];
+    let (path, token) = url.split_once("?token=").expect("token in the URL");
+    assert!(path.ends_with("/api/v1/ingest/mailgun"), "{url}");
+    assert!(token.starts_with("dws_") && token.len() == 52, "{url}");
+    assert!(!html.contains("key-abc123"));
+    let (_, html, _) = b.get("/sources").await;
+    assert!(html.contains("token + HMAC-SHA256 signature"), "{html}");
+    // A key the format does not use is refused rather than silently ignored.
+    let (status, html, _) = b
+        .post(
+            "/sources",
+            &[
+                ("csrf", &csrf),
+                ("name", "edge"),
+                ("format", "postfix"),
+                ("secret", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(html.contains("does not sign its requests"), "{html}");
+}
+
+#[tokio::test]
 async fn settings_are_validated_saved_and_applied() {
     let app = TestApp::spawn(Backend::Postgres).await;
     add_user(&app, "alice", Role::Admin).await;

@@ -1,5 +1,6 @@
 //! `POST /api/v1/events`: the native JSON format.
 
+use super::esp::{self, Esp};
 use super::json::{Context, parse_batch, split_body};
 use super::{IngestError, Rejection};
 use crate::app::AppState;
@@ -241,6 +242,14 @@ async fn keep_unreadable_body(
 /// The MTA formats served at `POST /api/v1/ingest/{format}`.
 pub const MTA_FORMATS: &[&str] = &["kumomta", "postfix", "exim", "powermta"];
 
+/// Every format a source can be created for: the native JSON, the MTAs', the ESPs'.
+pub fn source_formats() -> Vec<&'static str> {
+    let mut all = vec!["json"];
+    all.extend_from_slice(MTA_FORMATS);
+    all.extend(super::esp::Esp::ALL.iter().map(|e| e.as_str()));
+    all
+}
+
 /// Line parsers kept per source between requests, so a Postfix `from=` line and the
 /// `status=` line of the same queue id may arrive in different requests.
 type BoxedParser = Box<dyn super::mta::LineParser + Send>;
@@ -250,8 +259,19 @@ pub struct LineParsers(
     std::sync::Mutex<std::collections::HashMap<(i64, &'static str), BoxedParser>>,
 );
 
-fn new_parser(format: &str) -> Option<(&'static str, Box<dyn super::mta::LineParser + Send>)> {
-    let map = super::mta::LogSourceMap::default();
+impl LineParsers {
+    /// Forgets every source's parser state, as a restart does (queue ids, PowerMTA
+    /// columns): what the senders must cope with anyway.
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// A line parser for `format`, mapping what its lines carry through the source's map.
+pub fn new_parser(
+    format: &str,
+    map: super::mta::LogSourceMap,
+) -> Option<(&'static str, Box<dyn super::mta::LineParser + Send>)> {
     match format {
         "postfix" => Some(("postfix", Box::new(super::postfix::PostfixParser::new(map)))),
         "exim" => Some(("exim", Box::new(super::exim::EximParser::new(map)))),
@@ -273,10 +293,11 @@ async fn ingest_format(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let started = Instant::now();
-    if !MTA_FORMATS.contains(&format.as_str()) {
+    let esp = format.parse::<Esp>().ok();
+    if esp.is_none() && !MTA_FORMATS.contains(&format.as_str()) {
         return Err(AppError::NotFound(format!(
             "ingest format {format:?} (served: {}; the native JSON format is POST /api/v1/events)",
-            MTA_FORMATS.join(", ")
+            source_formats()[1..].join(", ")
         )));
     }
     if source.format != format {
@@ -309,6 +330,9 @@ async fn ingest_format(
             reason: "too many ingest requests in flight".into(),
         })?;
     let now = state.clock.now();
+    if let Some(esp) = esp {
+        return ingest_esp(&state, &source, esp, &headers, &body, started).await;
+    }
     let text = match std::str::from_utf8(&body) {
         Ok(t) => t,
         Err(e) => {
@@ -317,6 +341,12 @@ async fn ingest_format(
             return Err(AppError::bad("body", reason));
         }
     };
+    let map = state
+        .config
+        .log_sources
+        .get(&source.name)
+        .cloned()
+        .unwrap_or_default();
     let ctx = Context {
         source_id: source.id,
         classifier: &state.classifier,
@@ -339,7 +369,6 @@ async fn ingest_format(
             }
             Err(e) => return Err(e.into()),
         };
-        let map = super::mta::LogSourceMap::default();
         for (i, item) in items.iter().enumerate() {
             for p in super::kumomta::parse_record(item, &ctx, &map) {
                 parsed.push((i, p));
@@ -359,7 +388,7 @@ async fn ingest_format(
             .0
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let Some((name, fresh)) = new_parser(&format) else {
+        let Some((name, fresh)) = new_parser(&format, map) else {
             return Err(AppError::NotFound(format!("ingest format {format:?}")));
         };
         let parser = parsers.entry((source.id, name)).or_insert(fresh);
@@ -390,4 +419,128 @@ async fn ingest_format(
         }
     }
     commit_and_reply(&state, &source, started, batch, rejected, ignored).await
+}
+
+/// An ESP webhook: the provider's signature first (a failure is kept as a rejected item
+/// and answered 401, which providers retry), then its events.
+async fn ingest_esp(
+    state: &AppState,
+    source: &crate::store::Source,
+    esp: Esp,
+    headers: &HeaderMap,
+    body: &[u8],
+    started: Instant,
+) -> Result<Response, AppError> {
+    let now = state.clock.now();
+    let tolerance = chrono::TimeDelta::from_std(state.config.webhook_tolerance)
+        .unwrap_or(chrono::TimeDelta::hours(1));
+    if let Err(e) = state
+        .webhooks
+        .verify(esp, source, headers, body, now, tolerance)
+        .await
+    {
+        let reason = format!("{esp} signature: {e}");
+        keep_rejected_body(state, source.id, body, "signature", &reason, now).await?;
+        return Err(AppError::BadSignature { reason });
+    }
+    let ctx = Context {
+        source_id: source.id,
+        classifier: &state.classifier,
+        now,
+        max_future_skew: chrono::TimeDelta::from_std(state.config.max_future_skew)
+            .unwrap_or(chrono::TimeDelta::hours(1)),
+    };
+    let parsed = esp.parse(body, &ctx);
+    if parsed.len() > state.config.max_batch_events {
+        return Err(IngestError::TooManyEvents {
+            got: parsed.len(),
+            max: state.config.max_batch_events,
+        }
+        .into());
+    }
+    let mut batch = WriteBatch::default();
+    let mut rejected = Vec::new();
+    let mut ignored = 0;
+    for p in parsed {
+        match p {
+            esp::Parsed::Event(ev) => batch.events.push(ev),
+            esp::Parsed::Ignored { .. } => ignored += 1,
+            esp::Parsed::Rejected {
+                index,
+                field,
+                reason,
+                raw,
+            } => {
+                batch.rejects.push(NewReject {
+                    source_id: Some(source.id),
+                    received_at: now,
+                    index: Some(index),
+                    field: field.clone(),
+                    reason: reason.clone(),
+                    raw,
+                });
+                rejected.push(RejectedItem {
+                    index,
+                    rejection: Rejection {
+                        field,
+                        reason,
+                        ext_id: None,
+                    },
+                });
+            }
+            esp::Parsed::SubscriptionConfirmation {
+                topic_arn,
+                subscribe_url,
+                ..
+            } => {
+                // Only reached with a verified signature: SNS itself asks to confirm.
+                return match state.webhooks.confirm_subscription(&subscribe_url).await {
+                    Ok(()) => {
+                        tracing::info!(source = %source.name, topic = %topic_arn, "SNS subscription confirmed");
+                        Ok((
+                            StatusCode::OK,
+                            Json(serde_json::json!({"subscription": "confirmed", "topic_arn": topic_arn})),
+                        )
+                            .into_response())
+                    }
+                    Err(reason) => {
+                        let reason = format!(
+                            "SNS subscription to {topic_arn} not confirmed: {reason}; confirm it by opening the SubscribeURL of the kept message"
+                        );
+                        keep_rejected_body(state, source.id, body, "SubscribeURL", &reason, now)
+                            .await?;
+                        Err(AppError::BadGateway { reason })
+                    }
+                };
+            }
+        }
+    }
+    commit_and_reply(state, source, started, batch, rejected, ignored).await
+}
+
+/// Keeps a whole request body as one rejected item (a bad signature, an unconfirmed
+/// subscription), capped like unreadable bodies.
+async fn keep_rejected_body(
+    state: &AppState,
+    source_id: i64,
+    body: &[u8],
+    field: &str,
+    reason: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), AppError> {
+    const KEEP: usize = 1024 * 1024;
+    let raw = String::from_utf8_lossy(&body[..body.len().min(KEEP)]).replace('\0', "\u{FFFD}");
+    let batch = WriteBatch {
+        events: Vec::new(),
+        rejects: vec![NewReject {
+            source_id: Some(source_id),
+            received_at: now,
+            index: None,
+            field: Some(field.into()),
+            reason: reason.to_string(),
+            raw,
+        }],
+    };
+    state.committer.submit(batch).await?;
+    Ok(())
 }

@@ -4,12 +4,15 @@
 pub mod committer;
 pub mod esp;
 pub mod exim;
+pub mod follow;
 pub mod http;
 pub mod json;
 pub mod kumomta;
+pub mod logfile;
 pub mod mta;
 pub mod postfix;
 pub mod powermta;
+pub mod webhook;
 
 pub use committer::Committer;
 

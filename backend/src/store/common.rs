@@ -51,6 +51,23 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
+            async fn set_source_keys(
+                &self,
+                name: &str,
+                keys: &$crate::store::SourceKeys,
+            ) -> $crate::store::Result<bool> {
+                let r = sqlx::query(
+                    "UPDATE sources SET secret = $1, public_key = $2, webhook_url = $3 WHERE name = $4",
+                )
+                .bind(keys.secret.as_deref())
+                .bind(keys.public_key.as_deref())
+                .bind(keys.webhook_url.as_deref())
+                .bind(name)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
             async fn source_by_token(
                 &self,
                 token_hash: &str,

@@ -82,6 +82,28 @@ pub struct Source {
     pub revoked_at: Option<DateTime<Utc>>,
     #[serde(with = "crate::time_format::option")]
     pub last_event_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub keys: SourceKeys,
+}
+
+/// How a webhook source checks that a request really comes from its provider, on top
+/// of the source token. Serialised without the secret: only whether one is set.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct SourceKeys {
+    /// HMAC signing key (Mailgun, Mandrill) or `user:password` / bearer credentials
+    /// (SparkPost, Brevo).
+    #[serde(rename = "has_secret", serialize_with = "is_set")]
+    pub secret: Option<String>,
+    /// PEM or base64 public key (SendGrid, Postal) or a pinned SNS certificate (SES).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// The webhook URL exactly as configured at the provider (Mandrill signs it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+}
+
+fn is_set<S: serde::Serializer>(v: &Option<String>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_bool(v.is_some())
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -267,6 +289,9 @@ pub trait Store:
         now: DateTime<Utc>,
     ) -> Result<Source>;
     async fn list_sources(&self) -> Result<Vec<Source>>;
+    /// Sets what the source verifies its provider's requests with; false when no such
+    /// source.
+    async fn set_source_keys(&self, name: &str, keys: &SourceKeys) -> Result<bool>;
     async fn source_by_token(&self, token_hash: &str) -> Result<Option<Source>>;
     /// Replaces the token of a source; false when no such source.
     async fn rotate_source_token(&self, name: &str, token_hash: &str) -> Result<bool>;

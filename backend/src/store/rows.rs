@@ -2,7 +2,7 @@
 //! `$1…`, store times as unix milliseconds and JSON as text, so most statements are
 //! the same string; only bulk inserts and set membership differ.
 
-use super::{ApiToken, DeadLetter, Result, Source, StoreError, from_ms};
+use super::{ApiToken, DeadLetter, Result, Source, SourceKeys, StoreError, from_ms};
 use crate::event::StoredEvent;
 use crate::incidents::Incident;
 use sqlx::FromRow;
@@ -15,6 +15,9 @@ pub(crate) struct SourceRow {
     pub created_at: i64,
     pub revoked_at: Option<i64>,
     pub last_event_at: Option<i64>,
+    pub secret: Option<String>,
+    pub public_key: Option<String>,
+    pub webhook_url: Option<String>,
 }
 
 impl From<SourceRow> for Source {
@@ -26,6 +29,11 @@ impl From<SourceRow> for Source {
             created_at: from_ms(r.created_at),
             revoked_at: r.revoked_at.map(from_ms),
             last_event_at: r.last_event_at.map(from_ms),
+            keys: SourceKeys {
+                secret: r.secret,
+                public_key: r.public_key,
+                webhook_url: r.webhook_url,
+            },
         }
     }
 }
@@ -157,7 +165,8 @@ impl TryFrom<EventRow> for StoredEvent {
     }
 }
 
-pub(crate) const SOURCE_COLUMNS: &str = "id, name, format, created_at, revoked_at, last_event_at";
+pub(crate) const SOURCE_COLUMNS: &str =
+    "id, name, format, created_at, revoked_at, last_event_at, secret, public_key, webhook_url";
 
 pub(crate) const EVENT_SELECT: &str = "SELECT e.id, s.name AS source, e.ext_id, e.type, e.ts, \
     e.received_at, e.recipient, e.recipient_domain, e.sender, e.source_ip, e.helo, e.mx_host, \

@@ -11,6 +11,12 @@ use serde_json::json;
 pub enum AppError {
     #[error("{reason}")]
     Unauthorized { reason: String },
+    /// A webhook whose provider signature (or credentials) did not verify.
+    #[error("{reason}")]
+    BadSignature { reason: String },
+    /// Something we depend on answered with an error (an SNS subscription endpoint).
+    #[error("{reason}")]
+    BadGateway { reason: String },
     #[error("{field}: {reason}")]
     BadRequest { field: String, reason: String },
     #[error("{field}: {reason}")]
@@ -82,6 +88,14 @@ impl IntoResponse for AppError {
                 StatusCode::UNAUTHORIZED,
                 json!({"error": "unauthorized", "field": "token", "reason": reason}),
             ),
+            AppError::BadSignature { reason } => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "bad_signature", "field": "signature", "reason": reason}),
+            ),
+            AppError::BadGateway { reason } => (
+                StatusCode::BAD_GATEWAY,
+                json!({"error": "bad_gateway", "reason": reason}),
+            ),
             AppError::BadRequest { field, reason } => (
                 StatusCode::BAD_REQUEST,
                 json!({"error": "bad_request", "field": field, "reason": reason}),
@@ -143,9 +157,10 @@ impl<E: Into<AppError>> From<E> for PageError {
 impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
-            AppError::Unauthorized { .. } | AppError::LoginRequired { .. } => {
-                StatusCode::UNAUTHORIZED
-            }
+            AppError::Unauthorized { .. }
+            | AppError::LoginRequired { .. }
+            | AppError::BadSignature { .. } => StatusCode::UNAUTHORIZED,
+            AppError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,

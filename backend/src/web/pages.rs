@@ -1214,13 +1214,29 @@ async fn ips_page(State(state): State<AppState>, Viewer(s): Viewer) -> PageResul
 
 // ------------------------------------------------------------------ sources
 
-/// Formats a source can be created with; `json` is the native format.
-pub const SOURCE_FORMATS: &[&str] = &["json", "kumomta", "postfix", "exim", "powermta"];
+/// The URL a source's sender posts to: ESPs cannot add headers, so theirs carries the
+/// token as `?token=`.
+pub fn ingest_url_for(base: &str, format: &str, token: &str) -> String {
+    if format == "json" {
+        format!("{base}/api/v1/events")
+    } else if format.parse::<crate::ingest::esp::Esp>().is_ok() {
+        format!("{base}/api/v1/ingest/{format}?token={token}")
+    } else {
+        format!("{base}/api/v1/ingest/{format}")
+    }
+}
+
+/// A new or rotated token, shown once, with where to send events.
+pub struct NewToken {
+    pub name: String,
+    pub token: String,
+    pub url: String,
+}
 
 async fn sources_view(
     state: &AppState,
     s: &crate::store::web::Session,
-    new_token: Option<(String, String)>,
+    new_token: Option<NewToken>,
     error: Option<String>,
     form_name: String,
 ) -> Result<SourcesPage, PageError> {
@@ -1243,6 +1259,7 @@ async fn sources_view(
                     events_24h: events,
                     rejected,
                     revoked: src.revoked_at.is_some(),
+                    verification: verification_label(&src),
                     name: src.name,
                     format: src.format,
                 }
@@ -1260,12 +1277,34 @@ async fn sources_view(
                 raw: d.raw.chars().take(8192).collect(),
             })
             .collect(),
-        formats: SOURCE_FORMATS.to_vec(),
+        formats: crate::ingest::http::source_formats(),
         new_token,
         error,
         form_name,
         ingest_url: format!("{}/api/v1/events", public_url(state)),
     })
+}
+
+/// What, beside the token, authenticates a source's requests.
+fn verification_label(src: &crate::store::Source) -> String {
+    let Ok(esp) = src.format.parse::<crate::ingest::esp::Esp>() else {
+        return "token".into();
+    };
+    use crate::ingest::esp::Esp;
+    let k = &src.keys;
+    match esp {
+        Esp::Sendgrid if k.public_key.is_some() => "token + ECDSA signature".into(),
+        Esp::Postal if k.public_key.is_some() => "token + RSA signature".into(),
+        Esp::Mailgun if k.secret.is_some() => "token + HMAC-SHA256 signature".into(),
+        Esp::Mandrill if k.secret.is_some() && k.webhook_url.is_some() => {
+            "token + HMAC-SHA1 signature".into()
+        }
+        Esp::Ses if k.public_key.is_some() => "token + SNS signature (pinned key)".into(),
+        Esp::Ses => "token + SNS signature".into(),
+        Esp::Sparkpost | Esp::Brevo if k.secret.is_some() => "token + credentials".into(),
+        Esp::Sparkpost | Esp::Brevo => "token".into(),
+        _ => "key missing: requests are refused".into(),
+    }
 }
 
 async fn sources_page(State(state): State<AppState>, Admin(s): Admin) -> PageResult {
@@ -1280,6 +1319,12 @@ struct SourceForm {
     name: String,
     #[serde(default)]
     format: String,
+    #[serde(default)]
+    secret: String,
+    #[serde(default)]
+    public_key: String,
+    #[serde(default)]
+    webhook_url: String,
 }
 
 fn valid_source_name(n: &str) -> bool {
@@ -1303,13 +1348,22 @@ async fn create_source(
     if !valid_source_name(&name) {
         return bad("name: 1 to 64 characters: letters, digits, '.', '_', '-'".into()).await;
     }
-    if !SOURCE_FORMATS.contains(&f.format.as_str()) {
+    let formats = crate::ingest::http::source_formats();
+    if !formats.contains(&f.format.as_str()) {
         return bad(format!(
             "format: {:?} is not one of {}",
             f.format,
-            SOURCE_FORMATS.join(", ")
+            formats.join(", ")
         ))
         .await;
+    }
+    let keys = crate::store::SourceKeys {
+        secret: Some(f.secret.trim().to_string()).filter(|v| !v.is_empty()),
+        public_key: Some(f.public_key.trim().to_string()).filter(|v| !v.is_empty()),
+        webhook_url: Some(f.webhook_url.trim().to_string()).filter(|v| !v.is_empty()),
+    };
+    if let Err(e) = crate::ingest::webhook::check_keys(&f.format, &keys) {
+        return bad(e).await;
     }
     let token = super::auth::new_token(super::auth::SOURCE_TOKEN_PREFIX);
     match state
@@ -1322,9 +1376,17 @@ async fn create_source(
         )
         .await
     {
-        Ok(_) => Ok(views::render(
-            &sources_view(&state, &s, Some((name, token)), None, String::new()).await?,
-        )),
+        Ok(_) => {
+            state.store.set_source_keys(&name, &keys).await?;
+            let shown = NewToken {
+                url: ingest_url_for(&public_url(&state), &f.format, &token),
+                name,
+                token,
+            };
+            Ok(views::render(
+                &sources_view(&state, &s, Some(shown), None, String::new()).await?,
+            ))
+        }
         Err(crate::store::StoreError::Conflict(_)) => {
             bad(format!("name: a source called {name:?} already exists")).await
         }
@@ -1345,8 +1407,20 @@ async fn rotate_source(
     {
         return Err(PageError(AppError::NotFound(format!("source {name:?}"))));
     }
+    let format = state
+        .store
+        .list_sources()
+        .await?
+        .into_iter()
+        .find(|src| src.name == name)
+        .map_or_else(|| "json".to_string(), |src| src.format);
+    let shown = NewToken {
+        url: ingest_url_for(&public_url(&state), &format, &token),
+        name,
+        token,
+    };
     Ok(views::render(
-        &sources_view(&state, &s, Some((name, token)), None, String::new()).await?,
+        &sources_view(&state, &s, Some(shown), None, String::new()).await?,
     ))
 }
 

@@ -342,6 +342,7 @@ pub struct SourceRow {
     pub events_24h: i64,
     pub rejected: i64,
     pub revoked: bool,
+    pub verification: String,
 }
 
 pub struct RejectRow {
@@ -360,7 +361,7 @@ pub struct SourcesPage {
     pub sources: Vec<SourceRow>,
     pub rejects: Vec<RejectRow>,
     pub formats: Vec<&'static str>,
-    pub new_token: Option<(String, String)>,
+    pub new_token: Option<super::pages::NewToken>,
     pub error: Option<String>,
     pub form_name: String,
     pub ingest_url: String,

@@ -144,6 +144,8 @@ pub enum SignatureError {
     Certificate(String),
     #[error("bad credentials: {0}")]
     Credentials(String),
+    #[error("signed token already used inside the replay window: {0}")]
+    Reused(String),
 }
 
 fn malformed(what: &str, reason: impl ToString) -> SignatureError {

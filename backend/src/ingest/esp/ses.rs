@@ -44,22 +44,49 @@ pub fn validate_cert_url(url: &str) -> Result<(), SignatureError> {
     if parsed.port().is_some_and(|p| p != 443) {
         return Err(bad("not the https port"));
     }
-    // An IP literal cannot match the pattern below, so the text form suffices.
-    let host = parsed
-        .host_str()
-        .ok_or_else(|| bad("no host name"))?
-        .to_ascii_lowercase();
-    // The AWS SDKs' rule: ^sns\.[a-zA-Z0-9\-]{3,}\.amazonaws\.com(\.cn)?$
-    let rest = host
-        .strip_suffix(".amazonaws.com")
-        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))
-        .and_then(|h| h.strip_prefix("sns."))
-        .ok_or_else(|| bad("host is not sns.<region>.amazonaws.com"))?;
-    if rest.len() < 3 || !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if !is_sns_host(parsed.host_str()) {
         return Err(bad("host is not sns.<region>.amazonaws.com"));
     }
     if !parsed.path().ends_with(".pem") || parsed.query().is_some() {
         return Err(bad("not a .pem path"));
+    }
+    Ok(())
+}
+
+/// The AWS SDKs' rule for SNS endpoints: `^sns\.[a-zA-Z0-9\-]{3,}\.amazonaws\.com(\.cn)?$`.
+/// An IP literal cannot match it, so the text form of the host suffices.
+fn is_sns_host(host: Option<&str>) -> bool {
+    let Some(host) = host.map(str::to_ascii_lowercase) else {
+        return false;
+    };
+    host.strip_suffix(".amazonaws.com")
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))
+        .and_then(|h| h.strip_prefix("sns."))
+        .is_some_and(|rest| {
+            rest.len() >= 3 && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Checks a `SubscribeURL` before the confirmation GET: HTTPS on the default port to an
+/// SNS endpoint, asking for `ConfirmSubscription`. A forged confirmation is refused by its
+/// signature first; this keeps a signed but odd URL from making us fetch anything else.
+pub fn validate_subscribe_url(url: &str) -> Result<(), SignatureError> {
+    let bad = |why: &str| SignatureError::Certificate(format!("SubscribeURL {url:?}: {why}"));
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if parsed.scheme() != "https" || parsed.port().is_some_and(|p| p != 443) {
+        return Err(bad("not https on the default port"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad("carries credentials"));
+    }
+    if !is_sns_host(parsed.host_str()) {
+        return Err(bad("host is not sns.<region>.amazonaws.com"));
+    }
+    if !parsed
+        .query_pairs()
+        .any(|(k, v)| k == "Action" && v == "ConfirmSubscription")
+    {
+        return Err(bad("not a ConfirmSubscription request"));
     }
     Ok(())
 }
