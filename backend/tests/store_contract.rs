@@ -92,6 +92,7 @@ contract!(
     users_sessions_and_login_failures,
     incident_marks_activity_and_settings,
     sending_ips_histogram_and_report_sends,
+    large_batches_keep_every_field_exactly,
 );
 
 async fn sources_and_tokens(store: DynStore) {
@@ -1096,4 +1097,87 @@ async fn sending_ips_histogram_and_report_sends(store: DynStore) {
         (sends[0].recipients.clone(), sends[0].message_id.as_str()),
         (to, "<m1@example>")
     );
+}
+
+/// An import-sized batch takes the bulk path (COPY on PostgreSQL, multi-row INSERTs on
+/// SQLite): every field must come back byte for byte, including the characters COPY's
+/// text format escapes, NULLs, and a reply spread over lines.
+async fn large_batches_keep_every_field_exactly(store: DynStore) {
+    let src = with_source(&store).await;
+    let now = ts("2026-11-20T12:00:00Z");
+    let n = 2_500;
+    let events: Vec<NewEvent> = (0..n)
+        .map(|i| {
+            let mut v = event("deferred", "2026-11-20T10:00:00Z", "198.51.100.25", None);
+            v["recipient"] = format!("user{i}@gmail.com").into();
+            v["response"] = format!(
+                "421-4.7.28 line one\\ with a backslash {i}\n421-4.7.28 tab\there\r\n421 4.7.28 last"
+            )
+            .into();
+            if i % 2 == 0 {
+                v["helo"] = serde_json::Value::Null;
+                v["pool"] = "pool\\N".into();
+            }
+            build(src, &v, now)
+        })
+        .collect();
+    let batch = WriteBatch {
+        events: events.clone(),
+        rejects: Vec::new(),
+    };
+    let out = store
+        .record_events(std::slice::from_ref(&batch), &engine(), now)
+        .await
+        .unwrap();
+    assert_eq!(out[0].events.len(), n);
+    assert!(out[0].events.iter().all(|o| matches!(
+        o,
+        EventOutcome::Stored {
+            incident_id: Some(_)
+        }
+    )));
+    let mut stored = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_events(&EventFilter {
+                limit: 1000,
+                after,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        stored.extend(page);
+    }
+    assert_eq!(stored.len(), n);
+    for (s, e) in stored.iter().zip(&events) {
+        assert_eq!(s.recipient, e.recipient);
+        assert_eq!(s.response, e.response);
+        assert_eq!(s.helo, e.helo);
+        assert_eq!(s.pool, e.pool);
+        assert_eq!(s.code, e.code);
+        assert_eq!(s.enhanced, e.enhanced);
+        assert_eq!(s.timestamp, e.time);
+        assert_eq!(
+            s.raw,
+            serde_json::from_str::<serde_json::Value>(&e.raw).unwrap()
+        );
+        assert!(s.classification.is_some());
+    }
+    // The same batch again: all duplicates, nothing added.
+    let again = store
+        .record_events(std::slice::from_ref(&batch), &engine(), now)
+        .await
+        .unwrap();
+    assert!(
+        again[0]
+            .events
+            .iter()
+            .all(|o| *o == EventOutcome::Duplicate)
+    );
+    let incidents = all_incidents(&store).await;
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0].counts.deferred, n as u64);
 }

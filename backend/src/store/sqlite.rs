@@ -60,12 +60,41 @@ pub(crate) struct SqliteTx {
     tx: Transaction<'static, Sqlite>,
 }
 
-const INSERT_EVENT: &str = "INSERT INTO events (source_id, dedupe_key, ext_id, type, ts, \
-    received_at, recipient, recipient_domain, sender, source_ip, helo, mx_host, mx_ip, \
-    destination, response, code, enhanced, stage, cause, action, classification, attempt, \
-    pool, message_id, incident_id, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-    $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26) \
-    ON CONFLICT (dedupe_key) DO NOTHING";
+const EVENT_COLUMNS: &str = "source_id, dedupe_key, ext_id, type, ts, received_at, \
+    recipient, recipient_domain, sender, source_ip, helo, mx_host, mx_ip, destination, \
+    response, code, enhanced, stage, cause, action, classification, attempt, pool, \
+    message_id, incident_id, raw";
+const EVENT_PARAMS: usize = 26;
+/// Rows per INSERT statement: each statement is one round trip to sqlx's SQLite worker
+/// thread, which costs more than the row itself. 26 × 256 = 6,656 bound parameters,
+/// well under SQLite's limit of 32,766.
+const EVENT_ROWS_PER_STATEMENT: usize = 256;
+
+/// `INSERT … VALUES (…), (…) …` for `rows` rows; the full-size text is built once.
+fn insert_events_sql(rows: usize) -> std::borrow::Cow<'static, str> {
+    static FULL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| build_insert_events(EVENT_ROWS_PER_STATEMENT));
+    if rows == EVENT_ROWS_PER_STATEMENT {
+        std::borrow::Cow::Borrowed(FULL.as_str())
+    } else {
+        std::borrow::Cow::Owned(build_insert_events(rows))
+    }
+}
+
+fn build_insert_events(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES ");
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        // Anonymous `?`: sqlx looks up every parameter's name, and SQLite finds a
+        // numbered one (`?123`) by a linear scan, quadratic over a statement this long.
+        for c in 0..EVENT_PARAMS {
+            sql.push_str(if c == 0 { "?" } else { ", ?" });
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING");
+    sql
+}
 
 fn json_list(items: &[&str]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
@@ -101,40 +130,43 @@ super::common::impl_write_tx!(SqliteTx, {
     }
 
     async fn insert_events(&mut self, events: &[(&NewEvent, Option<i64>)]) -> Result<()> {
-        for (ev, incident_id) in events {
-            let classification = ev
-                .classification
-                .as_ref()
-                .and_then(|c| serde_json::to_string(c).ok());
-            sqlx::query(INSERT_EVENT)
-                .bind(ev.source_id)
-                .bind(&ev.dedupe_key)
-                .bind(&ev.ext_id)
-                .bind(ev.kind.as_str())
-                .bind(super::ms(ev.time))
-                .bind(super::ms(ev.received_at))
-                .bind(&ev.recipient)
-                .bind(&ev.recipient_domain)
-                .bind(&ev.sender)
-                .bind(&ev.source_ip)
-                .bind(&ev.helo)
-                .bind(&ev.mx_host)
-                .bind(&ev.mx_ip)
-                .bind(&ev.destination)
-                .bind(&ev.response)
-                .bind(ev.code.map(i32::from))
-                .bind(&ev.enhanced)
-                .bind(ev.stage.as_str())
-                .bind(ev.cause().map(|c| c.as_str()))
-                .bind(ev.classification.as_ref().map(|c| c.action.as_str()))
-                .bind(classification)
-                .bind(ev.attempt)
-                .bind(&ev.pool)
-                .bind(&ev.message_id)
-                .bind(*incident_id)
-                .bind(&ev.raw)
-                .execute(&mut *self.tx)
-                .await?;
+        for chunk in events.chunks(EVENT_ROWS_PER_STATEMENT) {
+            let sql = insert_events_sql(chunk.len());
+            let mut q = sqlx::query(&sql);
+            for (ev, incident_id) in chunk {
+                let classification = ev
+                    .classification
+                    .as_ref()
+                    .and_then(|c| serde_json::to_string(c).ok());
+                q = q
+                    .bind(ev.source_id)
+                    .bind(&ev.dedupe_key)
+                    .bind(&ev.ext_id)
+                    .bind(ev.kind.as_str())
+                    .bind(super::ms(ev.time))
+                    .bind(super::ms(ev.received_at))
+                    .bind(&ev.recipient)
+                    .bind(&ev.recipient_domain)
+                    .bind(&ev.sender)
+                    .bind(&ev.source_ip)
+                    .bind(&ev.helo)
+                    .bind(&ev.mx_host)
+                    .bind(&ev.mx_ip)
+                    .bind(&ev.destination)
+                    .bind(&ev.response)
+                    .bind(ev.code.map(i32::from))
+                    .bind(&ev.enhanced)
+                    .bind(ev.stage.as_str())
+                    .bind(ev.cause().map(|c| c.as_str()))
+                    .bind(ev.classification.as_ref().map(|c| c.action.as_str()))
+                    .bind(classification)
+                    .bind(ev.attempt)
+                    .bind(&ev.pool)
+                    .bind(&ev.message_id)
+                    .bind(*incident_id)
+                    .bind(&ev.raw);
+            }
+            q.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
