@@ -1146,15 +1146,10 @@ async fn run_import(cli: &Cli, args: &ImportArgs, clock: Arc<dyn Clock>) -> Resu
     let job = logfile::ImportJob {
         format: args.format.clone(),
         source_id: source.id,
-        map: cfg
-            .log_sources
-            .get(&source.name)
-            .cloned()
-            .unwrap_or_default(),
+        map: source_map(&cfg, &source.name),
         classifier,
         now: clock.now(),
-        max_future_skew: chrono::TimeDelta::from_std(cfg.max_future_skew)
-            .unwrap_or(chrono::TimeDelta::hours(1)),
+        max_future_skew: future_skew(&cfg),
         store: (!args.dry_run).then(|| (store.clone(), engine)),
         batch_events: args.batch,
     };
@@ -1227,14 +1222,9 @@ async fn run_tail(cli: &Cli, args: &TailArgs, clock: Arc<dyn Clock>) -> Result<(
                 store,
                 engine: crate::incidents::Engine::new(cfg.thresholds.clone()),
                 source_id: source.id,
-                map: cfg
-                    .log_sources
-                    .get(&source.name)
-                    .cloned()
-                    .unwrap_or_default(),
+                map: source_map(&cfg, &source.name),
                 classifier: Arc::new(cfg.classifier()?),
-                max_future_skew: chrono::TimeDelta::from_std(cfg.max_future_skew)
-                    .unwrap_or(chrono::TimeDelta::hours(1)),
+                max_future_skew: future_skew(&cfg),
             }
         }
     };
@@ -1271,4 +1261,13 @@ async fn run_tail(cli: &Cli, args: &TailArgs, clock: Arc<dyn Clock>) -> Result<(
         counts.lines, counts.stored, counts.rejected
     );
     Ok(())
+}
+
+/// What `[sources.NAME]` maps a log source's lines to; empty when not configured.
+fn source_map(cfg: &Config, name: &str) -> crate::ingest::mta::LogSourceMap {
+    cfg.log_sources.get(name).cloned().unwrap_or_default()
+}
+
+fn future_skew(cfg: &Config) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(cfg.max_future_skew).unwrap_or(chrono::TimeDelta::hours(1))
 }

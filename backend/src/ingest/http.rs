@@ -54,27 +54,7 @@ async fn ingest_events(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let started = Instant::now();
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::TooLarge {
-                field: "body".into(),
-                reason: format!(
-                    "request body over the {} byte limit",
-                    state.config.max_body_bytes
-                ),
-            }
-        } else {
-            AppError::bad("body", e.body_text())
-        }
-    })?;
-    // Bounded concurrency: past the limit, shed load at once rather than queue.
-    let _permit = state
-        .ingest_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| AppError::Unavailable {
-            reason: "too many ingest requests in flight".into(),
-        })?;
+    let (body, _permit) = admit(&state, body)?;
     let now = state.clock.now();
     let ndjson = headers
         .get(header::CONTENT_TYPE)
@@ -85,14 +65,14 @@ async fn ingest_events(
         Ok(t) => t,
         Err(e) => {
             let reason = format!("the body is not UTF-8 ({e})");
-            keep_unreadable_body(&state, source.id, &body, &reason, now).await?;
+            keep_rejected_body(&state, source.id, &body, "body", &reason, now).await?;
             return Err(AppError::bad("body", reason));
         }
     };
     let items = match split_body(text, ndjson, state.config.max_batch_events) {
         Ok(items) => items,
         Err(e @ IngestError::Body(_)) => {
-            keep_unreadable_body(&state, source.id, &body, &e.to_string(), now).await?;
+            keep_rejected_body(&state, source.id, &body, "body", &e.to_string(), now).await?;
             return Err(e.into());
         }
         Err(e) => return Err(e.into()),
@@ -111,6 +91,35 @@ async fn ingest_events(
         .map(|(index, rejection)| RejectedItem { index, rejection })
         .collect();
     commit_and_reply(&state, &source, started, batch, rejected, 0).await
+}
+
+/// The body within its limit and a slot among the requests in flight: past the limit,
+/// load is shed at once rather than queued.
+fn admit(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), AppError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::TooLarge {
+                field: "body".into(),
+                reason: format!(
+                    "request body over the {} byte limit",
+                    state.config.max_body_bytes
+                ),
+            }
+        } else {
+            AppError::bad("body", e.body_text())
+        }
+    })?;
+    let permit = state
+        .ingest_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::Unavailable {
+            reason: "too many ingest requests in flight".into(),
+        })?;
+    Ok((body, permit))
 }
 
 /// Stores a parsed request and answers with what became of each item.
@@ -213,32 +222,6 @@ fn queue_checks(state: &AppState, opened: Vec<i64>) {
     });
 }
 
-/// Even a body that cannot be split into items is kept, so the operator can see what
-/// the sender sent. Capped: the point is inspection, not archiving garbage.
-async fn keep_unreadable_body(
-    state: &AppState,
-    source_id: i64,
-    body: &[u8],
-    reason: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), AppError> {
-    const KEEP: usize = 1024 * 1024;
-    let raw = String::from_utf8_lossy(&body[..body.len().min(KEEP)]).replace('\0', "\u{FFFD}");
-    let batch = WriteBatch {
-        events: Vec::new(),
-        rejects: vec![NewReject {
-            source_id: Some(source_id),
-            received_at: now,
-            index: None,
-            field: Some("body".into()),
-            reason: reason.to_string(),
-            raw,
-        }],
-    };
-    state.committer.submit(batch).await?;
-    Ok(())
-}
-
 /// The MTA formats served at `POST /api/v1/ingest/{format}`.
 pub const MTA_FORMATS: &[&str] = &["kumomta", "postfix", "exim", "powermta"];
 
@@ -309,26 +292,7 @@ async fn ingest_format(
             ),
         ));
     }
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::TooLarge {
-                field: "body".into(),
-                reason: format!(
-                    "request body over the {} byte limit",
-                    state.config.max_body_bytes
-                ),
-            }
-        } else {
-            AppError::bad("body", e.body_text())
-        }
-    })?;
-    let _permit = state
-        .ingest_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| AppError::Unavailable {
-            reason: "too many ingest requests in flight".into(),
-        })?;
+    let (body, _permit) = admit(&state, body)?;
     let now = state.clock.now();
     if let Some(esp) = esp {
         return ingest_esp(&state, &source, esp, &headers, &body, started).await;
@@ -337,7 +301,7 @@ async fn ingest_format(
         Ok(t) => t,
         Err(e) => {
             let reason = format!("the body is not UTF-8 ({e})");
-            keep_unreadable_body(&state, source.id, &body, &reason, now).await?;
+            keep_rejected_body(&state, source.id, &body, "body", &reason, now).await?;
             return Err(AppError::bad("body", reason));
         }
     };
@@ -364,7 +328,7 @@ async fn ingest_format(
         let items = match split_body(text, ndjson, state.config.max_batch_events) {
             Ok(items) => items,
             Err(e @ IngestError::Body(_)) => {
-                keep_unreadable_body(&state, source.id, &body, &e.to_string(), now).await?;
+                keep_rejected_body(&state, source.id, &body, "body", &e.to_string(), now).await?;
                 return Err(e.into());
             }
             Err(e) => return Err(e.into()),
@@ -518,8 +482,9 @@ async fn ingest_esp(
     commit_and_reply(state, source, started, batch, rejected, ignored).await
 }
 
-/// Keeps a whole request body as one rejected item (a bad signature, an unconfirmed
-/// subscription), capped like unreadable bodies.
+/// Keeps a whole request body as one rejected item (unreadable, a bad signature, an
+/// unconfirmed subscription), so the operator can see what the sender sent. Capped: the
+/// point is inspection, not archiving garbage.
 async fn keep_rejected_body(
     state: &AppState,
     source_id: i64,
