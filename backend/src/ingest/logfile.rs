@@ -181,63 +181,67 @@ pub async fn import(job: ImportJob, files: Vec<PathBuf>) -> Result<Counts, LogEr
         job.batch_events.max(1),
     );
     let dry_run = job.store.is_none();
-    let reader = std::thread::spawn(move || -> Result<(), LogError> {
-        let ctx = Context {
-            source_id,
-            classifier: &classifier,
-            now,
-            max_future_skew: skew,
-        };
-        let mut batch = WriteBatch::default();
-        let mut counts = Counts::default();
-        let mut line = String::new();
-        for path in &files {
-            let io = |source| LogError::Io {
-                path: path.clone(),
-                source,
+    // Named, so that a profile tells parsing from storing.
+    let reader = std::thread::Builder::new()
+        .name("import-parse".into())
+        .spawn(move || -> Result<(), LogError> {
+            let ctx = Context {
+                source_id,
+                classifier: &classifier,
+                now,
+                max_future_skew: skew,
             };
-            let mut r = super::follow::open_log(path).map_err(io)?;
-            loop {
-                line.clear();
-                let mut buf = std::mem::take(&mut line).into_bytes();
-                let n = r.read_until(b'\n', &mut buf).map_err(io)?;
-                line = match String::from_utf8(buf) {
-                    Ok(s) => s,
-                    Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            let mut batch = WriteBatch::default();
+            let mut counts = Counts::default();
+            let mut line = String::new();
+            for path in &files {
+                let io = |source| LogError::Io {
+                    path: path.clone(),
+                    source,
                 };
-                if n == 0 {
-                    break;
-                }
-                counts.lines += 1;
-                let text = line.trim_end_matches(['\n', '\r']);
-                if text.is_empty() {
-                    continue;
-                }
-                let parsed = parser.feed_line(text, &ctx);
-                counts.add_parsed(parsed, source_id, now, &mut batch);
-                if dry_run {
-                    // Nothing to store: keep memory flat.
-                    batch.events.clear();
-                    batch.rejects.clear();
-                } else if batch.events.len() + batch.rejects.len() >= batch_events {
-                    let full = std::mem::take(&mut batch);
-                    if tx
-                        .blocking_send((full, std::mem::take(&mut counts)))
-                        .is_err()
-                    {
-                        return Ok(());
+                let mut r = super::follow::open_log(path).map_err(io)?;
+                loop {
+                    line.clear();
+                    let mut buf = std::mem::take(&mut line).into_bytes();
+                    let n = r.read_until(b'\n', &mut buf).map_err(io)?;
+                    line = match String::from_utf8(buf) {
+                        Ok(s) => s,
+                        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    counts.lines += 1;
+                    let text = line.trim_end_matches(['\n', '\r']);
+                    if text.is_empty() {
+                        continue;
+                    }
+                    let parsed = parser.feed_line(text, &ctx);
+                    counts.add_parsed(parsed, source_id, now, &mut batch);
+                    if dry_run {
+                        // Nothing to store: keep memory flat.
+                        batch.events.clear();
+                        batch.rejects.clear();
+                    } else if batch.events.len() + batch.rejects.len() >= batch_events {
+                        let full = std::mem::take(&mut batch);
+                        if tx
+                            .blocking_send((full, std::mem::take(&mut counts)))
+                            .is_err()
+                        {
+                            return Ok(());
+                        }
                     }
                 }
             }
-        }
-        let rest = parser.finish();
-        counts.add_parsed(rest, source_id, now, &mut batch);
-        if dry_run {
-            batch = WriteBatch::default();
-        }
-        let _ = tx.blocking_send((batch, counts));
-        Ok(())
-    });
+            let rest = parser.finish();
+            counts.add_parsed(rest, source_id, now, &mut batch);
+            if dry_run {
+                batch = WriteBatch::default();
+            }
+            let _ = tx.blocking_send((batch, counts));
+            Ok(())
+        })
+        .map_err(|e| LogError::Usage(format!("cannot start the reader thread: {e}")))?;
     let mut total = Counts::default();
     while let Some((batch, counts)) = rx.recv().await {
         merge(&mut total, counts);

@@ -27,7 +27,11 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             // A 64 MiB page cache per connection keeps the incident states and the
             // hot index pages in memory; SQLite's default is 2 MiB.
-            .pragma("cache_size", "-65536");
+            .pragma("cache_size", "-65536")
+            // Statement journals of the multi-row inserts stay in memory instead of
+            // spilling to temporary files: a few MB at most, and rolled back with the
+            // transaction anyway.
+            .pragma("temp_store", "memory");
         let path = options.get_filename();
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
@@ -138,33 +142,35 @@ super::common::impl_write_tx!(SqliteTx, {
                     .classification
                     .as_ref()
                     .and_then(|c| serde_json::to_string(c).ok());
+                // `&str` binds borrow from the batch; `&String` ones would copy every
+                // text into the arguments first.
                 q = q
                     .bind(ev.source_id)
-                    .bind(&ev.dedupe_key)
-                    .bind(&ev.ext_id)
+                    .bind(ev.dedupe_key.as_str())
+                    .bind(ev.ext_id.as_deref())
                     .bind(ev.kind.as_str())
                     .bind(super::ms(ev.time))
                     .bind(super::ms(ev.received_at))
-                    .bind(&ev.recipient)
-                    .bind(&ev.recipient_domain)
-                    .bind(&ev.sender)
-                    .bind(&ev.source_ip)
-                    .bind(&ev.helo)
-                    .bind(&ev.mx_host)
-                    .bind(&ev.mx_ip)
-                    .bind(&ev.destination)
-                    .bind(&ev.response)
+                    .bind(ev.recipient.as_str())
+                    .bind(ev.recipient_domain.as_str())
+                    .bind(ev.sender.as_deref())
+                    .bind(ev.source_ip.as_deref())
+                    .bind(ev.helo.as_deref())
+                    .bind(ev.mx_host.as_deref())
+                    .bind(ev.mx_ip.as_deref())
+                    .bind(ev.destination.as_str())
+                    .bind(ev.response.as_deref())
                     .bind(ev.code.map(i32::from))
-                    .bind(&ev.enhanced)
+                    .bind(ev.enhanced.as_deref())
                     .bind(ev.stage.as_str())
                     .bind(ev.cause().map(|c| c.as_str()))
                     .bind(ev.classification.as_ref().map(|c| c.action.as_str()))
                     .bind(classification)
                     .bind(ev.attempt)
-                    .bind(&ev.pool)
-                    .bind(&ev.message_id)
+                    .bind(ev.pool.as_deref())
+                    .bind(ev.message_id.as_deref())
                     .bind(*incident_id)
-                    .bind(&ev.raw);
+                    .bind(ev.raw.as_str());
             }
             q.execute(&mut *self.tx).await?;
         }
