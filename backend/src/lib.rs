@@ -12,6 +12,7 @@ pub mod demo;
 pub mod event;
 pub mod incidents;
 pub mod ingest;
+pub mod loggen;
 pub mod metrics;
 pub mod notify;
 pub mod report;

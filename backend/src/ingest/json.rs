@@ -499,5 +499,15 @@ pub(crate) fn dedupe_key(
             h.update(raw.trim().as_bytes());
         }
     }
-    hex::encode(&h.finalize()[..16])
+    let digest = h.finalize();
+    let mut key = [0u8; 32];
+    // encode_to_slice writes the same lowercase digits as hex::encode without building
+    // the string a char at a time (this runs once per event).
+    match hex::encode_to_slice(&digest[..16], &mut key)
+        .ok()
+        .and_then(|()| std::str::from_utf8(&key).ok())
+    {
+        Some(k) => k.to_string(),
+        None => hex::encode(&digest[..16]),
+    }
 }

@@ -69,7 +69,7 @@ impl Counts {
 
     fn add_parsed(
         &mut self,
-        parsed: Vec<Parsed>,
+        parsed: impl IntoIterator<Item = Parsed>,
         source_id: i64,
         now: DateTime<Utc>,
         batch: &mut WriteBatch,
@@ -194,6 +194,7 @@ pub async fn import(job: ImportJob, files: Vec<PathBuf>) -> Result<Counts, LogEr
             let mut batch = WriteBatch::default();
             let mut counts = Counts::default();
             let mut line = String::new();
+            let mut parsed = Vec::new();
             for path in &files {
                 let io = |source| LogError::Io {
                     path: path.clone(),
@@ -216,8 +217,8 @@ pub async fn import(job: ImportJob, files: Vec<PathBuf>) -> Result<Counts, LogEr
                     if text.is_empty() {
                         continue;
                     }
-                    let parsed = parser.feed_line(text, &ctx);
-                    counts.add_parsed(parsed, source_id, now, &mut batch);
+                    parser.feed_line_into(text, &ctx, &mut parsed);
+                    counts.add_parsed(parsed.drain(..), source_id, now, &mut batch);
                     if dry_run {
                         // Nothing to store: keep memory flat.
                         batch.events.clear();

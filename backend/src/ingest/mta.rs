@@ -7,12 +7,13 @@ use super::Rejection;
 use super::json::{Context, classify_parsed};
 use crate::event::{EventType, NewEvent};
 use crate::incidents::destination;
-use crate::smtp::{EnhancedCode, Stage, parse_reply};
+use crate::smtp::{Classification, EnhancedCode, Stage, parse_reply};
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc};
 use serde::Deserialize;
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Longest accepted response text, as in the native adapter.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -56,6 +57,11 @@ impl Parsed {
 pub trait LineParser {
     /// Reads one line, in log order.
     fn feed_line(&mut self, line: &str, ctx: &Context<'_>) -> Vec<Parsed>;
+    /// Like [`Self::feed_line`], appending to `out`: a reader of many lines keeps one
+    /// vector instead of allocating one per line.
+    fn feed_line_into(&mut self, line: &str, ctx: &Context<'_>, out: &mut Vec<Parsed>) {
+        out.extend(self.feed_line(line, ctx));
+    }
     /// What is still held at the end of the input (see each parser).
     fn finish(&mut self) -> Vec<Parsed> {
         Vec::new()
@@ -185,7 +191,18 @@ impl Draft {
     /// Validates like the native adapter does, parses the reply, classifies, and keys the
     /// event on its content so that a re-sent or re-imported record is the same event.
     pub fn finish(self, raw: &str, names: &FieldNames, ctx: &Context<'_>) -> Parsed {
-        match self.build(raw, names, ctx) {
+        self.finish_with(raw, names, ctx, None)
+    }
+
+    /// [`Self::finish`], reading the reply through `memo` when given.
+    pub fn finish_with(
+        self,
+        raw: &str,
+        names: &FieldNames,
+        ctx: &Context<'_>,
+        memo: Option<&mut ReplyMemo>,
+    ) -> Parsed {
+        match self.build(raw, names, ctx, memo) {
             Ok(ev) => Parsed::Event(ev),
             Err(rejection) => Parsed::Rejected {
                 rejection,
@@ -199,6 +216,7 @@ impl Draft {
         raw: &str,
         names: &FieldNames,
         ctx: &Context<'_>,
+        memo: Option<&mut ReplyMemo>,
     ) -> Result<NewEvent, Rejection> {
         if self.time > ctx.now + ctx.max_future_skew {
             return Err(reject(
@@ -210,40 +228,49 @@ impl Draft {
                 ),
             ));
         }
-        let recipient = clean_text(&self.recipient, names.recipient, MAX_FIELD_BYTES)?
+        let stripped = clean_text(&self.recipient, names.recipient, MAX_FIELD_BYTES)?
             .ok_or_else(|| reject(names.recipient, "required: the recipient address"))?;
-        let recipient = strip_angles(recipient);
-        let (local, domain) = recipient
+        let stripped = strip_angles(stripped);
+        let (local, domain) = stripped
             .rsplit_once('@')
             .filter(|(l, _)| !l.is_empty())
             .ok_or_else(|| {
                 reject(
                     names.recipient,
-                    format!("{recipient:?} is not an email address"),
+                    format!("{stripped:?} is not an email address"),
                 )
             })?;
         let recipient_domain = host_name(domain, names.recipient)?;
-        let recipient = format!("{local}@{recipient_domain}");
-        let sender = match &self.sender {
-            Some(s) => clean_text(s, names.sender, MAX_FIELD_BYTES)?
-                .map(strip_angles)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
+        // The drafted address is usually already what is stored: keep it rather than copy.
+        let recipient = if stripped.len() == self.recipient.len() && domain == recipient_domain {
+            self.recipient
+        } else {
+            let mut r = String::with_capacity(local.len() + 1 + recipient_domain.len());
+            r.push_str(local);
+            r.push('@');
+            r.push_str(&recipient_domain);
+            r
+        };
+        let sender = match self.sender {
+            Some(s) => {
+                let keep = match clean_text(&s, names.sender, MAX_FIELD_BYTES)?.map(strip_angles) {
+                    None | Some("") => None,
+                    Some(t) if t.len() == s.len() => Some(None),
+                    Some(t) => Some(Some(t.to_string())),
+                };
+                keep.map(|t| t.unwrap_or(s))
+            }
             None => None,
         };
-        let mut mx_host = match &self.mx_host {
+        let mx_host = match &self.mx_host {
             Some(h) => clean_text(h, names.mx_host, 255)?
                 .map(|h| host_name(h, names.mx_host))
                 .transpose()?,
             None => None,
         };
-        let mut mx_ip = self
-            .mx_ip
-            .as_deref()
-            .map(|a| ip_text(a, names.mx_ip))
-            .transpose()?;
-        let response = match &self.response {
-            Some(r) => clean_text(r, names.response, MAX_RESPONSE_BYTES)?,
+        let mx_ip = self.mx_ip.map(|a| ip_owned(a, names.mx_ip)).transpose()?;
+        let response = match self.response {
+            Some(r) => clean_owned(r, names.response, MAX_RESPONSE_BYTES)?,
             None => None,
         };
         let code = self
@@ -268,37 +295,26 @@ impl Draft {
                 ),
             ));
         }
-        let reply = response.map(parse_reply);
-        let code = code.or(reply.as_ref().and_then(|r| r.code));
-        let enhanced = self.enhanced.or(reply.as_ref().and_then(|r| r.enhanced));
-        let stage = self
-            .stage
-            .filter(|s| *s != Stage::Unknown)
-            .or(reply.as_ref().map(|r| r.stage))
-            .unwrap_or(Stage::Unknown);
-        if mx_host.is_none() {
-            mx_host = reply
-                .as_ref()
-                .and_then(|r| r.remote_host.as_deref())
-                .and_then(|h| host_name(h, names.mx_host).ok());
-        }
-        if mx_ip.is_none() {
-            mx_ip = reply
-                .as_ref()
-                .and_then(|r| r.remote_ip.as_deref())
-                .and_then(|a| a.parse::<IpAddr>().ok())
-                .map(|a| a.to_string());
-        }
-        let classification = (self.kind != EventType::Delivered).then(|| {
-            classify_parsed(
-                ctx.classifier,
-                reply,
-                code,
-                enhanced,
-                stage,
-                mx_host.as_deref(),
-            )
-        });
+        let given = Given {
+            code,
+            enhanced: self.enhanced,
+            stage: self.stage.filter(|s| *s != Stage::Unknown),
+            mx_host,
+            classify: self.kind != EventType::Delivered,
+        };
+        let reading = match (response.as_deref(), memo) {
+            (Some(text), Some(memo)) => memo.read(text, given, ctx),
+            (response, _) => read_reply(response, given, ctx),
+        };
+        let Reading {
+            code,
+            enhanced,
+            stage,
+            mx_host,
+            reply_ip,
+            classification,
+        } = reading;
+        let mx_ip = mx_ip.or(reply_ip);
         let destination = destination(mx_host.as_deref(), &recipient_domain);
         let raw = raw.trim_end_matches(['\r', '\n']);
         // Log records carry no event id: the content is the key, so a re-read line
@@ -308,11 +324,9 @@ impl Draft {
         let helo = self
             .identity
             .helo
-            .as_deref()
-            .and_then(|h| clean_text(h, "helo", 255).ok().flatten())
-            .map(str::to_string);
-        let message_id = match &self.message_id {
-            Some(m) => clean_text(m, "message_id", MAX_FIELD_BYTES)?.map(str::to_string),
+            .and_then(|h| clean_owned(h, "helo", 255).ok().flatten());
+        let message_id = match self.message_id {
+            Some(m) => clean_owned(m, "message_id", MAX_FIELD_BYTES)?,
             None => None,
         };
         Ok(NewEvent {
@@ -330,9 +344,9 @@ impl Draft {
             mx_host,
             mx_ip,
             destination,
-            response: response.map(str::to_string),
+            response,
             code,
-            enhanced: enhanced.map(|e| e.to_string()),
+            enhanced: enhanced.map(enhanced_text),
             stage,
             classification,
             attempt: self.attempt,
@@ -342,6 +356,189 @@ impl Draft {
             raw: raw.to_string(),
         })
     }
+}
+
+/// What an event states about its reply besides the text: these win over what the text
+/// suggests.
+#[derive(Clone, PartialEq, Eq)]
+struct Given {
+    code: Option<u16>,
+    enhanced: Option<EnhancedCode>,
+    /// `None` for unknown.
+    stage: Option<Stage>,
+    mx_host: Option<String>,
+    /// Delivered events are not classified.
+    classify: bool,
+}
+
+/// What the reply text and the stated fields come to.
+#[derive(Clone)]
+struct Reading {
+    code: Option<u16>,
+    enhanced: Option<EnhancedCode>,
+    stage: Stage,
+    /// The stated MX host, else the one the reply names.
+    mx_host: Option<String>,
+    /// The address the reply names, for an event that states none.
+    reply_ip: Option<String>,
+    classification: Option<Classification>,
+}
+
+fn read_reply(response: Option<&str>, given: Given, ctx: &Context<'_>) -> Reading {
+    let mut reply = response.map(parse_reply);
+    let code = given.code.or(reply.as_ref().and_then(|r| r.code));
+    let enhanced = given.enhanced.or(reply.as_ref().and_then(|r| r.enhanced));
+    let stage = given
+        .stage
+        .or(reply.as_ref().map(|r| r.stage))
+        .unwrap_or(Stage::Unknown);
+    let mx_host = given.mx_host.or_else(|| {
+        reply
+            .as_ref()
+            .and_then(|r| r.remote_host.as_deref())
+            .and_then(|h| host_name(h, "mx_host").ok())
+    });
+    // Classification does not read the address, so it can be taken from the reply.
+    let reply_ip = reply
+        .as_mut()
+        .and_then(|r| r.remote_ip.take())
+        .and_then(|a| {
+            if a.parse::<Ipv4Addr>().is_ok() {
+                // Already canonical (leading zeros are refused).
+                Some(a)
+            } else {
+                a.parse::<IpAddr>().ok().map(|a| a.to_string())
+            }
+        });
+    let classification = given.classify.then(|| {
+        classify_parsed(
+            ctx.classifier,
+            reply,
+            code,
+            enhanced,
+            stage,
+            mx_host.as_deref(),
+        )
+    });
+    Reading {
+        code,
+        enhanced,
+        stage,
+        mx_host,
+        reply_ip,
+        classification,
+    }
+}
+
+/// Slots in a [`ReplyMemo`]: a few thousand distinct replies (per MX host and wording)
+/// cover what repeats in a log; the unique ones (Gmail's and Microsoft's carry a
+/// transaction id) would not stay anyway.
+pub const REPLY_MEMO_SLOTS: usize = 4096;
+
+/// One line parser's memory of the replies it read recently and what they came to:
+/// parsing and classifying a reply costs microseconds, and a log repeats most of its
+/// connect timeouts, throttling notices and greylisting replies. Direct-mapped (a reply
+/// can only be in the slot its hash picks), so a lookup is one comparison whatever the
+/// input, and a reply is only kept the second time it is seen, so that the unique ones
+/// cost a hash and no copies. Valid for one classifier build; another empties it.
+pub struct ReplyMemo {
+    classifier: Option<u64>,
+    slots: Vec<Option<Box<MemoEntry>>>,
+    /// Hashes of replies seen once, by the same slot index.
+    seen: Vec<u64>,
+}
+
+struct MemoEntry {
+    hash: u64,
+    text: String,
+    given: Given,
+    reading: Reading,
+}
+
+impl Default for ReplyMemo {
+    fn default() -> Self {
+        ReplyMemo::new()
+    }
+}
+
+impl ReplyMemo {
+    pub fn new() -> ReplyMemo {
+        ReplyMemo {
+            classifier: None,
+            slots: std::iter::repeat_with(|| None)
+                .take(REPLY_MEMO_SLOTS)
+                .collect(),
+            seen: vec![0; REPLY_MEMO_SLOTS],
+        }
+    }
+
+    fn read(&mut self, text: &str, given: Given, ctx: &Context<'_>) -> Reading {
+        let build = ctx.classifier.build_id();
+        if self.classifier != Some(build) {
+            self.slots.iter_mut().for_each(|s| *s = None);
+            self.seen.iter_mut().for_each(|h| *h = 0);
+            self.classifier = Some(build);
+        }
+        let hash = memo_hash(text, &given);
+        // The low bits pick the slot; the table length is a power of two.
+        let i = (hash as usize) & (REPLY_MEMO_SLOTS - 1);
+        let (Some(slot), Some(seen)) = (self.slots.get_mut(i), self.seen.get_mut(i)) else {
+            return read_reply(Some(text), given, ctx);
+        };
+        if let Some(e) = slot
+            && e.hash == hash
+            && e.text == text
+            && e.given == given
+        {
+            return e.reading.clone();
+        }
+        if *seen != hash {
+            *seen = hash;
+            return read_reply(Some(text), given, ctx);
+        }
+        let reading = read_reply(Some(text), given.clone(), ctx);
+        *slot = Some(Box::new(MemoEntry {
+            hash,
+            text: text.to_string(),
+            given,
+            reading: reading.clone(),
+        }));
+        reading
+    }
+}
+
+/// A 64-bit hash of the memo key, a word at a time (the multiply-rotate scheme of rustc's
+/// FxHash; no hashing crate is a dependency, and std's SipHash costs several times as
+/// much on reply-sized keys). It need not resist crafted collisions: a colliding reply
+/// only takes a slot from another, a lookup never compares more than one entry.
+fn memo_hash(text: &str, given: &Given) -> u64 {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    let mut h: u64 = text.len() as u64;
+    let mut mix = |w: u64| h = (h.rotate_left(26) ^ w).wrapping_mul(K);
+    let bytes = text.as_bytes();
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        mix(u64::from_le_bytes(w));
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    mix(u64::from_le_bytes(tail));
+    mix(u64::from(given.code.unwrap_or(0)));
+    if let Some(e) = given.enhanced {
+        mix((u64::from(e.class) << 32) | (u64::from(e.subject) << 16) | u64::from(e.detail));
+    }
+    mix(given.stage.map_or(0, |s| s as u64 + 1) | (u64::from(given.classify) << 8));
+    if let Some(m) = &given.mx_host {
+        for b in m.as_bytes().chunks(8) {
+            let mut w = [0u8; 8];
+            w[..b.len()].copy_from_slice(b);
+            mix(u64::from_le_bytes(w));
+        }
+    }
+    // The final multiply leaves the low bits, which pick the slot, the weakest.
+    h ^ (h >> 29)
 }
 
 fn strip_angles(s: &str) -> &str {
@@ -370,7 +567,57 @@ pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
     bare.parse::<IpAddr>().ok()
 }
 
+/// `class.subject.detail`, as `EnhancedCode`'s `Display` writes it, pushed digit by digit:
+/// the formatting machinery costs several times as much, once per event.
+fn enhanced_text(e: EnhancedCode) -> String {
+    fn push_number(out: &mut String, n: u16) {
+        let mut digits = [0u8; 5];
+        let mut i = digits.len();
+        let mut n = n;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 || i == 0 {
+                break;
+            }
+        }
+        digits[i..].iter().for_each(|&d| out.push(char::from(d)));
+    }
+    let mut out = String::with_capacity(11);
+    push_number(&mut out, u16::from(e.class));
+    out.push('.');
+    push_number(&mut out, e.subject);
+    out.push('.');
+    push_number(&mut out, e.detail);
+    out
+}
+
+/// [`clean_text`] of an owned string, kept as it is when nothing needs trimming.
+fn clean_owned(s: String, field: &str, max: usize) -> Result<Option<String>, Rejection> {
+    let trimmed = match clean_text(&s, field, max)? {
+        None => return Ok(None),
+        Some(t) if t.len() == s.len() => None,
+        Some(t) => Some(t.to_string()),
+    };
+    Ok(Some(trimmed.unwrap_or(s)))
+}
+
+/// [`ip_text`] of an owned string, kept when it is a bare IPv4 address already.
+fn ip_owned(s: String, field: &str) -> Result<String, Rejection> {
+    if s.parse::<Ipv4Addr>().is_ok() {
+        return Ok(s);
+    }
+    ip_text(&s, field)
+}
+
 fn ip_text(s: &str, field: &str) -> Result<String, Rejection> {
+    // A bare IPv4 address is already in its canonical form when it parses (leading
+    // zeros are refused): no need to print it again.
+    let t = s.trim();
+    if t.parse::<Ipv4Addr>().is_ok() {
+        return Ok(t.to_string());
+    }
     parse_ip(s)
         .map(|a| a.to_string())
         .ok_or_else(|| reject(field, format!("{s:?} is not an IP address")))
@@ -401,7 +648,10 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         self.map.len()
     }
 
-    pub fn get(&self, k: &K) -> Option<&V> {
+    pub fn get<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         self.map.get(k).map(|(_, v)| v)
     }
 
@@ -409,7 +659,10 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         self.map.keys().cloned().collect()
     }
 
-    pub fn remove(&mut self, k: &K) -> Option<V> {
+    pub fn remove<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         self.map.remove(k).map(|(_, v)| v)
     }
 
@@ -490,6 +743,42 @@ pub(crate) fn syslog_time(
     None
 }
 
+/// [`syslog_time`] with the last timestamp remembered: a busy log writes dozens of lines
+/// per second, and they share their timestamp text.
+#[derive(Default)]
+pub(crate) struct SyslogClock {
+    text: String,
+    now: Option<DateTime<Utc>>,
+    offset: Option<FixedOffset>,
+    time: Option<DateTime<Utc>>,
+}
+
+impl SyslogClock {
+    pub fn time<'a>(
+        &mut self,
+        s: &'a str,
+        now: DateTime<Utc>,
+        offset: FixedOffset,
+    ) -> Option<(DateTime<Utc>, &'a str)> {
+        // The same text, ended where the earlier timestamp ended, reads the same.
+        if let Some(time) = self.time
+            && self.now == Some(now)
+            && self.offset == Some(offset)
+            && let Some(rest) = s.strip_prefix(self.text.as_str())
+            && (rest.is_empty() || rest.starts_with(' '))
+        {
+            return Some((time, rest));
+        }
+        let (time, rest) = syslog_time(s, now, offset)?;
+        self.text.clear();
+        self.text.push_str(&s[..s.len() - rest.len()]);
+        self.now = Some(now);
+        self.offset = Some(offset);
+        self.time = Some(time);
+        Some((time, rest))
+    }
+}
+
 /// An RFC 3339 timestamp token at the start of `s` (as modern syslog daemons write it).
 pub(crate) fn rfc3339_time(s: &str) -> Option<(DateTime<Utc>, &str)> {
     let end = s.find(' ').unwrap_or(s.len());
@@ -540,6 +829,7 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
+    use crate::smtp::{Cause, Classifier};
 
     #[test]
     fn syslog_year_comes_from_now_and_goes_back_past_the_future() {
@@ -640,6 +930,143 @@ mod tests {
                 !out.iter().any(|p| matches!(p, Parsed::Rejected { .. })),
                 "{out:?}"
             );
+        }
+    }
+
+    fn reading_text(r: &Reading) -> String {
+        format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?}",
+            r.code, r.enhanced, r.stage, r.mx_host, r.reply_ip, r.classification
+        )
+    }
+
+    #[test]
+    fn the_memo_reads_replies_as_a_fresh_parse_does() {
+        let texts = [
+            "connect to mx.example.net[198.51.100.7]:25: Connection timed out",
+            "host mx.example.org[203.0.113.25] said: 450 4.7.1 <lee@example.org>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/example.org.html (in reply to RCPT TO command)",
+            "host mta7.am0.yahoodns.net[67.195.204.72] refused to talk to me: 421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes",
+            "250 2.0.0 Ok: queued as 9ABCDEF012",
+            "delivery temporarily suspended: connect to mx.example.net[198.51.100.7]:25: Connection timed out",
+        ];
+        let givens = [
+            Given {
+                code: None,
+                enhanced: None,
+                stage: None,
+                mx_host: None,
+                classify: true,
+            },
+            Given {
+                code: Some(451),
+                enhanced: Some(EnhancedCode::new(4, 4, 1)),
+                stage: Some(Stage::Rcpt),
+                mx_host: Some("mx.example.net".into()),
+                classify: true,
+            },
+            Given {
+                code: None,
+                enhanced: Some(EnhancedCode::new(2, 0, 0)),
+                stage: None,
+                mx_host: Some("gmail-smtp-in.l.google.com".into()),
+                classify: false,
+            },
+        ];
+        let mut memo = ReplyMemo::new();
+        // Three rounds: the first sighting, the one that keeps the entry, a hit.
+        for _ in 0..3 {
+            for t in texts {
+                for g in &givens {
+                    let fresh = read_reply(Some(t), g.clone(), &ctx());
+                    let memo = memo.read(t, g.clone(), &ctx());
+                    assert_eq!(reading_text(&memo), reading_text(&fresh), "{t}");
+                }
+            }
+        }
+        assert!(memo.slots.iter().flatten().count() >= texts.len());
+    }
+
+    #[test]
+    fn the_memo_follows_the_classifier_it_is_given() {
+        let text = "connect to mx.example.net[198.51.100.7]:25: Connection timed out";
+        let given = || Given {
+            code: None,
+            enhanced: None,
+            stage: None,
+            mx_host: None,
+            classify: true,
+        };
+        let user = Classifier::with_user_rules(
+            "[[rule]]\nid = \"local.timeouts\"\npattern = 'Connection timed out'\ncause = \"server_busy\"\nexplanation = \"ours\"\n",
+            "user.toml",
+        )
+        .expect("user rules");
+        let ctx2 = Context {
+            classifier: &user,
+            ..ctx()
+        };
+        let mut memo = ReplyMemo::new();
+        let cause = |r: Reading| r.classification.map(|c| c.cause);
+        for _ in 0..3 {
+            assert_eq!(
+                cause(memo.read(text, given(), &ctx())),
+                Some(Cause::Network)
+            );
+        }
+        for _ in 0..3 {
+            assert_eq!(
+                cause(memo.read(text, given(), &ctx2)),
+                Some(Cause::ServerBusy)
+            );
+        }
+        assert_eq!(
+            cause(memo.read(text, given(), &ctx())),
+            Some(Cause::Network)
+        );
+    }
+
+    #[test]
+    fn the_clock_reads_as_syslog_time_does() {
+        let utc0 = FixedOffset::east_opt(0).expect("UTC");
+        let plus2 = FixedOffset::east_opt(7200).expect("+2");
+        let lines = [
+            "Nov 23 05:59:00 host a",
+            "Nov 23 05:59:00 host b",
+            "Nov 23 05:59:00.5 host c",
+            "Nov 23 05:59:00 host d",
+            "Nov 23 05:59:001 host e",
+            "Nov 23 05:59:0",
+            "Nov 23 05:59:00",
+            "Nov 23 05:59:01 host f",
+            "Nov  3 05:59:01 host g",
+            "Dec 31 23:59:59 host h",
+            "Nov 23 25:00:00 host i",
+        ];
+        let mut clock = SyslogClock::default();
+        let later = now() + TimeDelta::days(40);
+        for (now, offset) in [(now(), utc0), (now(), plus2), (later, utc0)] {
+            for l in lines {
+                assert_eq!(
+                    clock.time(l, now, offset),
+                    syslog_time(l, now, offset),
+                    "{l}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn enhanced_codes_print_as_their_display() {
+        for (c, s, d) in [
+            (4, 7, 28),
+            (5, 1, 1),
+            (2, 0, 0),
+            (4, 7, 650),
+            (4, 999, 999),
+            (5, 65535, 0),
+        ] {
+            let e = EnhancedCode::new(c, s, d);
+            assert_eq!(enhanced_text(e), e.to_string());
         }
     }
 

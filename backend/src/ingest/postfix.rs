@@ -8,14 +8,19 @@
 //! recipient whose status line that process writes next; and the recipients still
 //! deferred when `qmgr` logs `status=expired`, which then bounce. Every table is bounded.
 //!
+//! Most lines of a log are neither (smtpd, anvil, scache, TLS notices): they are read no
+//! further than their header, whose timestamp is parsed once per second of log, and cost
+//! no allocation but their counter's name. Replies that repeat (connect timeouts,
+//! throttling, greylisting) are parsed and classified once ([`ReplyMemo`]).
+//!
 //! Layout: vdukhovni/postfix log_adhoc.c, smtp_proto.c, smtp_connect.c, qmgr_deliver.c
 //! (see ../shared/formats.md §2).
 
 use super::Rejection;
 use super::json::Context;
 use super::mta::{
-    Bounded, Draft, FieldNames, LogSourceMap, Parsed, SendingIdentity, reject, rfc3339_time,
-    syslog_time,
+    Bounded, Draft, FieldNames, LogSourceMap, Parsed, ReplyMemo, SendingIdentity, SyslogClock,
+    reject, rfc3339_time,
 };
 use crate::event::EventType;
 use crate::smtp::EnhancedCode;
@@ -58,8 +63,9 @@ struct Pending {
     raw: String,
     time: DateTime<Utc>,
     queue_id: Option<String>,
-    /// The attempt as Postfix worded it (`connect to …`, `host … said: …`).
-    text: String,
+    /// Where in `raw` the attempt as Postfix worded it starts (`connect to …`, `host …
+    /// said: …`); it runs to the end of the line.
+    text_at: usize,
 }
 
 /// A stateful Postfix log parser: feed it lines in log order.
@@ -68,6 +74,10 @@ pub struct PostfixParser {
     offset: FixedOffset,
     queues: Bounded<String, QueueState>,
     pending: Bounded<String, Vec<Pending>>,
+    clock: SyslogClock,
+    memo: ReplyMemo,
+    /// Scratch space for the keys of lookups that insert nothing.
+    key: String,
 }
 
 struct Header<'a> {
@@ -96,6 +106,9 @@ impl PostfixParser {
             offset: Utc.fix(),
             queues: Bounded::new(MAX_QUEUE_IDS),
             pending: Bounded::new(MAX_PENDING_PROCESSES),
+            clock: SyslogClock::default(),
+            memo: ReplyMemo::new(),
+            key: String::new(),
         }
     }
 
@@ -109,45 +122,64 @@ impl PostfixParser {
     /// completed, or nothing for a non-final attempt held until its process's status
     /// line (see [`Self::finish`]).
     pub fn feed_line(&mut self, line: &str, ctx: &Context<'_>) -> Vec<Parsed> {
+        let mut out = Vec::new();
+        self.feed_line_into(line, ctx, &mut out);
+        out
+    }
+
+    /// [`Self::feed_line`], appending the outcomes to `out`.
+    pub fn feed_line_into(&mut self, line: &str, ctx: &Context<'_>, out: &mut Vec<Parsed>) {
         let raw = line.trim_end_matches(['\r', '\n']);
         if raw.trim().is_empty() {
-            return vec![Parsed::ignored("postfix/empty line")];
+            out.push(Parsed::ignored("postfix/empty line"));
+            return;
         }
-        let h = match parse_header(raw, ctx.now, self.offset) {
+        let h = match parse_header(raw, ctx.now, self.offset, &mut self.clock) {
             Ok(h) => h,
             Err(r) => {
-                return vec![Parsed::Rejected {
+                out.push(Parsed::Rejected {
                     rejection: r,
                     raw: raw.to_string(),
-                }];
+                });
+                return;
             }
         };
         let Some((syslog_name, daemon)) = h.program.rsplit_once('/') else {
-            return vec![Parsed::ignored("postfix/other program")];
+            out.push(Parsed::ignored("postfix/other program"));
+            return;
         };
-        let daemon = known_daemon(daemon);
+        let (daemon, kind) = known_daemon(daemon);
         let msg = h.msg;
         for prefix in ["warning:", "fatal:", "panic:", "error:", "statistics:"] {
-            if msg.starts_with(prefix) {
-                return vec![Parsed::ignored(format!(
-                    "postfix/{daemon} {}",
-                    &prefix[..prefix.len() - 1]
-                ))];
+            if let Some(word) = prefix.strip_suffix(':')
+                && msg.starts_with(prefix)
+            {
+                // `kind` is `postfix/{daemon}`; pushed rather than formatted, as anvil
+                // and scache write many of these.
+                let mut k = String::with_capacity(kind.len() + 1 + word.len());
+                k.push_str(kind);
+                k.push(' ');
+                k.push_str(word);
+                out.push(Parsed::Ignored { kind: k });
+                return;
             }
         }
         let (queue_id, body) = split_queue_id(msg);
         match (daemon, queue_id) {
             ("smtp" | "lmtp", None) if msg.starts_with("connect to ") => {
-                self.hold(&h, None, msg, raw)
+                self.hold(&h, None, msg, raw, out)
             }
             ("smtp" | "lmtp" | "error" | "retry", Some(qid)) if body.starts_with("to=<") => {
-                self.delivery(&h, syslog_name, daemon, qid, body, raw, ctx)
+                self.delivery(&h, syslog_name, daemon, qid, body, raw, ctx, out)
             }
-            ("smtp" | "lmtp", Some(qid)) if is_attempt(body) => self.hold(&h, Some(qid), body, raw),
-            ("local" | "virtual" | "pipe" | "discard", Some(_)) => {
-                vec![Parsed::ignored(format!("postfix/{daemon} delivery"))]
+            ("smtp" | "lmtp", Some(qid)) if is_attempt(body) => {
+                self.hold(&h, Some(qid), body, raw, out)
             }
-            ("qmgr", Some(qid)) => self.qmgr(&h, syslog_name, qid, body, raw, ctx),
+            ("local", Some(_)) => out.push(Parsed::ignored("postfix/local delivery")),
+            ("virtual", Some(_)) => out.push(Parsed::ignored("postfix/virtual delivery")),
+            ("pipe", Some(_)) => out.push(Parsed::ignored("postfix/pipe delivery")),
+            ("discard", Some(_)) => out.push(Parsed::ignored("postfix/discard delivery")),
+            ("qmgr", Some(qid)) => self.qmgr(&h, syslog_name, qid, body, raw, ctx, out),
             ("cleanup", Some(qid)) => {
                 if let Some(id) = body.strip_prefix("message-id=") {
                     let key = queue_key(h.host, qid);
@@ -160,12 +192,12 @@ impl PostfixParser {
                     )
                     .filter(|m| !m.is_empty());
                 }
-                vec![Parsed::ignored("postfix/cleanup")]
+                out.push(Parsed::ignored("postfix/cleanup"));
             }
             ("bounce", Some(_)) if body.contains("notification: ") => {
-                vec![Parsed::ignored("postfix/bounce notification")]
+                out.push(Parsed::ignored("postfix/bounce notification"));
             }
-            _ => vec![Parsed::ignored(format!("postfix/{daemon}"))],
+            _ => out.push(Parsed::ignored(kind)),
         }
     }
 
@@ -182,14 +214,22 @@ impl PostfixParser {
         out
     }
 
-    fn hold(&mut self, h: &Header<'_>, qid: Option<&str>, text: &str, raw: &str) -> Vec<Parsed> {
+    fn hold(
+        &mut self,
+        h: &Header<'_>,
+        qid: Option<&str>,
+        text: &str,
+        raw: &str,
+        out: &mut Vec<Parsed>,
+    ) {
         let Some(pid) = h.pid else {
-            return vec![Parsed::ignored("postfix/attempt without process id")];
+            out.push(Parsed::ignored("postfix/attempt without process id"));
+            return;
         };
         let (list, evicted) = self
             .pending
             .entry_or_insert(process_key(h.host, pid), Vec::new);
-        let mut out: Vec<Parsed> = evicted.iter().flatten().map(|_| unmatched()).collect();
+        out.extend(evicted.iter().flatten().map(|_| unmatched()));
         if list.len() >= MAX_PENDING_PER_PROCESS {
             list.remove(0);
             out.push(unmatched());
@@ -198,9 +238,9 @@ impl PostfixParser {
             raw: raw.to_string(),
             time: h.time,
             queue_id: qid.map(str::to_string),
-            text: text.to_string(),
+            // `text` is the tail of `raw` (the message, or its body after the queue id).
+            text_at: raw.len() - text.len(),
         });
-        out
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -213,14 +253,16 @@ impl PostfixParser {
         body: &str,
         raw: &str,
         ctx: &Context<'_>,
-    ) -> Vec<Parsed> {
+        out: &mut Vec<Parsed>,
+    ) {
         let d = match parse_delivery(body) {
             Ok(d) => d,
             Err(r) => {
-                return vec![Parsed::Rejected {
+                out.push(Parsed::Rejected {
                     rejection: r,
                     raw: raw.to_string(),
-                }];
+                });
+                return;
             }
         };
         let kind = match d.status {
@@ -229,39 +271,44 @@ impl PostfixParser {
             "bounced" => EventType::Bounced,
             // Address verification probes and the like: no mail was delivered.
             "deliverable" | "undeliverable" | "expired" | "force-expired" => {
-                return vec![Parsed::ignored(format!("postfix/status={}", d.status))];
+                out.push(Parsed::ignored(format!("postfix/status={}", d.status)));
+                return;
             }
             other => {
-                return vec![Parsed::rejected(
+                out.push(Parsed::rejected(
                     "status",
                     format!("{other:?} is not one of deferred, sent, bounced"),
                     raw,
-                )];
+                ));
+                return;
             }
         };
         let Some(to) = d.to else {
-            return vec![Parsed::rejected("to", "required: the recipient", raw)];
+            out.push(Parsed::rejected("to", "required: the recipient", raw));
+            return;
         };
         let enhanced = match d.dsn.map(str::parse::<EnhancedCode>).transpose() {
             Ok(e) => e,
             Err(_) => {
-                return vec![Parsed::rejected(
+                out.push(Parsed::rejected(
                     "dsn",
                     format!(
                         "{:?} is not an enhanced status code such as 4.7.0",
                         d.dsn.unwrap_or("")
                     ),
                     raw,
-                )];
+                ));
+                return;
             }
         };
         let (mx_host, mx_ip) = match d.relay.map(parse_relay).transpose() {
             Ok(r) => r.unwrap_or((None, None)),
             Err(r) => {
-                return vec![Parsed::Rejected {
+                out.push(Parsed::Rejected {
                     rejection: r,
                     raw: raw.to_string(),
-                }];
+                });
+                return;
             }
         };
         let key = queue_key(h.host, qid);
@@ -298,24 +345,24 @@ impl PostfixParser {
         let sender = q.sender.clone();
         let message_id = q.message_id.clone();
 
-        let mut out = Vec::new();
-        if let Some(pid) = h.pid.filter(|_| session)
-            && let Some(held) = self.pending.remove(&process_key(h.host, pid))
-        {
-            for p in held {
-                if p.queue_id.as_deref().is_some_and(|q| q != qid) {
-                    out.push(unmatched());
-                    continue;
+        if let Some(pid) = h.pid.filter(|_| session) {
+            set_key(&mut self.key, h.host, pid);
+            if let Some(held) = self.pending.remove(self.key.as_str()) {
+                for p in held {
+                    if p.queue_id.as_deref().is_some_and(|q| q != qid) {
+                        out.push(unmatched());
+                        continue;
+                    }
+                    // One event per attempt, charged to the first recipient of the
+                    // delivery: the attempt was one connection to one MX, whatever the
+                    // number of recipients.
+                    let mut e = Draft::new(EventType::Deferred, p.time, to);
+                    e.sender = sender.clone();
+                    e.identity = identity.clone();
+                    e.response = p.raw.get(p.text_at..).map(str::to_string);
+                    e.message_id = message_id.clone();
+                    out.push(e.finish_with(&p.raw, &NAMES, ctx, Some(&mut self.memo)));
                 }
-                // One event per attempt, charged to the first recipient of the
-                // delivery: the attempt was one connection to one MX, whatever the
-                // number of recipients.
-                let mut e = Draft::new(EventType::Deferred, p.time, to);
-                e.sender = sender.clone();
-                e.identity = identity.clone();
-                e.response = Some(p.text);
-                e.message_id = message_id.clone();
-                out.push(e.finish(&p.raw, &NAMES, ctx));
             }
         }
         let mut e = Draft::new(kind, h.time, to);
@@ -326,10 +373,10 @@ impl PostfixParser {
         e.response = d.reason.map(str::to_string);
         e.enhanced = enhanced;
         e.message_id = message_id;
-        out.push(e.finish(raw, &NAMES, ctx));
-        out
+        out.push(e.finish_with(raw, &NAMES, ctx, Some(&mut self.memo)));
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn qmgr(
         &mut self,
         h: &Header<'_>,
@@ -338,39 +385,47 @@ impl PostfixParser {
         body: &str,
         raw: &str,
         ctx: &Context<'_>,
-    ) -> Vec<Parsed> {
-        let key = queue_key(h.host, qid);
+        out: &mut Vec<Parsed>,
+    ) {
         if body == "removed" {
-            self.queues.remove(&key);
-            return vec![Parsed::ignored("postfix/qmgr removed")];
+            set_key(&mut self.key, h.host, qid);
+            self.queues.remove(self.key.as_str());
+            out.push(Parsed::ignored("postfix/qmgr removed"));
+            return;
         }
         let Some(from) = body.strip_prefix("from=<") else {
-            return vec![Parsed::ignored("postfix/qmgr")];
+            out.push(Parsed::ignored("postfix/qmgr"));
+            return;
         };
         let Some(end) = from.find(">,") else {
-            return vec![Parsed::rejected(
+            out.push(Parsed::rejected(
                 "from",
                 "the sender has no closing '>'",
                 raw,
-            )];
+            ));
+            return;
         };
         let sender = &from[..end];
         let rest = &from[end + 2..];
-        let (q, _) = self
-            .queues
-            .entry_or_insert(key.clone(), QueueState::default);
-        q.sender = Some(sender.to_string()).filter(|s| !s.is_empty());
+        let key = queue_key(h.host, qid);
+        let (q, _) = self.queues.entry_or_insert(key, QueueState::default);
+        if q.sender.as_deref() != Some(sender) {
+            q.sender = Some(sender.to_string()).filter(|s| !s.is_empty());
+        }
         let Some(status) = rest.trim_start().strip_prefix("status=") else {
-            return vec![Parsed::ignored("postfix/qmgr")];
+            out.push(Parsed::ignored("postfix/qmgr"));
+            return;
         };
         if !(status.starts_with("expired") || status.starts_with("force-expired")) {
-            return vec![Parsed::ignored("postfix/qmgr")];
+            out.push(Parsed::ignored("postfix/qmgr"));
+            return;
         }
         // The message has gone back to its sender: each recipient still deferred has
         // now failed for good.
         let deferred = std::mem::take(&mut q.deferred);
         if deferred.is_empty() {
-            return vec![Parsed::ignored("postfix/expired without a deferral seen")];
+            out.push(Parsed::ignored("postfix/expired without a deferral seen"));
+            return;
         }
         let identity = q
             .identity
@@ -378,62 +433,65 @@ impl PostfixParser {
             .unwrap_or_else(|| self.map.resolve(&[syslog_name], q.sender.as_deref(), None));
         let sender = q.sender.clone();
         let message_id = q.message_id.clone();
-        deferred
-            .into_iter()
-            .map(|to| {
-                let mut e = Draft::new(EventType::Bounced, h.time, &to);
-                e.sender = sender.clone();
-                e.identity = identity.clone();
-                e.response = Some(status.to_string());
-                e.message_id = message_id.clone();
-                e.finish(raw, &NAMES, ctx)
-            })
-            .collect()
+        for to in deferred {
+            let mut e = Draft::new(EventType::Bounced, h.time, &to);
+            e.sender = sender.clone();
+            e.identity = identity.clone();
+            e.response = Some(status.to_string());
+            e.message_id = message_id.clone();
+            out.push(e.finish_with(raw, &NAMES, ctx, Some(&mut self.memo)));
+        }
     }
 }
 
-/// The daemon's name when Postfix has one by that name, so that the ignored-line counters
+/// Postfix's daemons and the names of their ignored-line counters, so that the counters
 /// cannot grow with arbitrary input.
-fn known_daemon(d: &str) -> &str {
-    const DAEMONS: &[&str] = &[
-        "smtp",
-        "lmtp",
-        "smtpd",
-        "qmgr",
-        "oqmgr",
-        "cleanup",
-        "pickup",
-        "bounce",
-        "error",
-        "retry",
-        "local",
-        "virtual",
-        "pipe",
-        "discard",
-        "anvil",
-        "postscreen",
-        "dnsblog",
-        "tlsproxy",
-        "scache",
-        "master",
-        "postfix-script",
-        "sendmail",
-        "postdrop",
-        "trivial-rewrite",
-        "tlsmgr",
-        "verify",
-        "flush",
-        "showq",
-        "proxymap",
-        "proxywrite",
-        "spawn",
-        "postlogd",
-        "postsuper",
-        "postqueue",
-        "postmap",
-        "local-delivery",
-    ];
-    DAEMONS.iter().copied().find(|k| *k == d).unwrap_or("other")
+const DAEMONS: &[(&str, &str)] = &[
+    ("smtp", "postfix/smtp"),
+    ("lmtp", "postfix/lmtp"),
+    ("smtpd", "postfix/smtpd"),
+    ("qmgr", "postfix/qmgr"),
+    ("oqmgr", "postfix/oqmgr"),
+    ("cleanup", "postfix/cleanup"),
+    ("pickup", "postfix/pickup"),
+    ("bounce", "postfix/bounce"),
+    ("error", "postfix/error"),
+    ("retry", "postfix/retry"),
+    ("local", "postfix/local"),
+    ("virtual", "postfix/virtual"),
+    ("pipe", "postfix/pipe"),
+    ("discard", "postfix/discard"),
+    ("anvil", "postfix/anvil"),
+    ("postscreen", "postfix/postscreen"),
+    ("dnsblog", "postfix/dnsblog"),
+    ("tlsproxy", "postfix/tlsproxy"),
+    ("scache", "postfix/scache"),
+    ("master", "postfix/master"),
+    ("postfix-script", "postfix/postfix-script"),
+    ("sendmail", "postfix/sendmail"),
+    ("postdrop", "postfix/postdrop"),
+    ("trivial-rewrite", "postfix/trivial-rewrite"),
+    ("tlsmgr", "postfix/tlsmgr"),
+    ("verify", "postfix/verify"),
+    ("flush", "postfix/flush"),
+    ("showq", "postfix/showq"),
+    ("proxymap", "postfix/proxymap"),
+    ("proxywrite", "postfix/proxywrite"),
+    ("spawn", "postfix/spawn"),
+    ("postlogd", "postfix/postlogd"),
+    ("postsuper", "postfix/postsuper"),
+    ("postqueue", "postfix/postqueue"),
+    ("postmap", "postfix/postmap"),
+    ("local-delivery", "postfix/local-delivery"),
+];
+
+/// The daemon's name when Postfix has one by that name (else `other`), and its counter.
+fn known_daemon(d: &str) -> (&'static str, &'static str) {
+    DAEMONS
+        .iter()
+        .copied()
+        .find(|(k, _)| *k == d)
+        .unwrap_or(("other", "postfix/other"))
 }
 
 fn unmatched() -> Parsed {
@@ -441,11 +499,22 @@ fn unmatched() -> Parsed {
 }
 
 fn queue_key(host: &str, qid: &str) -> String {
-    format!("{host} {qid}")
+    let mut k = String::new();
+    set_key(&mut k, host, qid);
+    k
 }
 
 fn process_key(host: &str, pid: &str) -> String {
-    format!("{host} {pid}")
+    queue_key(host, pid)
+}
+
+/// `host id`, the key of the queue and process tables.
+fn set_key(k: &mut String, host: &str, id: &str) {
+    k.clear();
+    k.reserve(host.len() + 1 + id.len());
+    k.push_str(host);
+    k.push(' ');
+    k.push_str(id);
 }
 
 /// Non-final attempt wordings (smtp_proto.c, smtp_connect.c, smtp_trouble.c).
@@ -457,8 +526,24 @@ fn is_attempt(body: &str) -> bool {
         || body.starts_with("conversation with ")
 }
 
+/// `s` split at the first `": "`. Hand-written because `str::split_once` with a string
+/// pattern sets up a two-way searcher per call, which costs more than this whole scan on
+/// the short prefixes of a log line.
+fn split_colon_space(s: &str) -> Option<(&str, &str)> {
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(i) = b.get(from..)?.iter().position(|&c| c == b':') {
+        let at = from + i;
+        if b.get(at + 1) == Some(&b' ') {
+            return Some((&s[..at], &s[at + 2..]));
+        }
+        from = at + 1;
+    }
+    None
+}
+
 fn split_queue_id(msg: &str) -> (Option<&str>, &str) {
-    match msg.split_once(": ") {
+    match split_colon_space(msg) {
         Some((id, body))
             if id.len() >= 5
                 && id.len() <= 20
@@ -471,11 +556,12 @@ fn split_queue_id(msg: &str) -> (Option<&str>, &str) {
     }
 }
 
-fn parse_header(
-    line: &str,
+fn parse_header<'a>(
+    line: &'a str,
     now: DateTime<Utc>,
     offset: FixedOffset,
-) -> Result<Header<'_>, Rejection> {
+    clock: &mut SyslogClock,
+) -> Result<Header<'a>, Rejection> {
     let mut s = line;
     // A syslog priority from a forwarder ("<22>Nov 23 …").
     if let Some(rest) = s.strip_prefix('<')
@@ -488,7 +574,7 @@ fn parse_header(
     let parsed = if s.starts_with(|c: char| c.is_ascii_digit()) {
         rfc3339_time(s)
     } else {
-        syslog_time(s, now, offset)
+        clock.time(s, now, offset)
     };
     let (time, rest) = parsed.ok_or_else(|| {
         reject(
@@ -497,13 +583,12 @@ fn parse_header(
         )
     })?;
     let rest = rest.trim_start();
-    let (host, rest) = rest
-        .split_once(' ')
+    let (host, rest) = byte_at(rest, b' ')
+        .map(|i| (&rest[..i], &rest[i + 1..]))
         .ok_or_else(|| reject("host", "no host name after the timestamp"))?;
-    let (tag, msg) = rest
-        .split_once(": ")
+    let (tag, msg) = split_colon_space(rest)
         .ok_or_else(|| reject("program", "no \"program[pid]: \" after the host name"))?;
-    let (program, pid) = match tag.split_once('[') {
+    let (program, pid) = match byte_at(tag, b'[').map(|i| (&tag[..i], &tag[i + 1..])) {
         Some((p, pid)) => {
             let pid = pid
                 .strip_suffix(']')
@@ -518,7 +603,7 @@ fn parse_header(
         }
         None => (tag, None),
     };
-    if program.is_empty() || program.contains(' ') {
+    if program.is_empty() || byte_at(program, b' ').is_some() {
         return Err(reject("program", format!("{tag:?} is not a program name")));
     }
     Ok(Header {
@@ -537,11 +622,10 @@ fn parse_delivery(body: &str) -> Result<Delivery<'_>, Rejection> {
     let mut d = Delivery::default();
     let mut s = body;
     loop {
-        let eq = s
-            .find('=')
+        let eq = byte_at(s, b'=')
             .ok_or_else(|| reject("status", "required: status=deferred|sent|bounced"))?;
         let key = &s[..eq];
-        if key.is_empty() || key.contains([' ', ',', '(']) {
+        if key.is_empty() || key.bytes().any(|b| matches!(b, b' ' | b',' | b'(')) {
             return Err(reject(
                 "status",
                 format!("{key:?} is not a field name; status= is missing"),
@@ -549,7 +633,7 @@ fn parse_delivery(body: &str) -> Result<Delivery<'_>, Rejection> {
         }
         s = &s[eq + 1..];
         if key == "status" {
-            let (word, rest) = s.split_once(' ').unwrap_or((s, ""));
+            let (word, rest) = byte_at(s, b' ').map_or((s, ""), |i| (&s[..i], &s[i + 1..]));
             d.status = word;
             let rest = rest.trim();
             let reason = rest
@@ -560,12 +644,11 @@ fn parse_delivery(body: &str) -> Result<Delivery<'_>, Rejection> {
             return Ok(d);
         }
         let (value, rest) = if let Some(inner) = s.strip_prefix('<') {
-            let gt = inner
-                .find('>')
+            let gt = byte_at(inner, b'>')
                 .ok_or_else(|| reject(key, "the address has no closing '>'"))?;
             (&inner[..gt], &inner[gt + 1..])
         } else {
-            let end = s.find(", ").unwrap_or(s.len());
+            let end = find_comma_space(s).unwrap_or(s.len());
             (&s[..end], &s[end..])
         };
         match key {
@@ -581,6 +664,27 @@ fn parse_delivery(body: &str) -> Result<Delivery<'_>, Rejection> {
             .strip_prefix(", ")
             .ok_or_else(|| reject(key, "expected \", \" after the value; status= is missing"))?;
     }
+}
+
+/// Where the ASCII byte `b` first is in `s`. A plain loop: the fields and header parts
+/// searched are a few bytes long, where `str::find` costs more in setting up its memchr
+/// than the whole scan.
+fn byte_at(s: &str, b: u8) -> Option<usize> {
+    s.bytes().position(|c| c == b)
+}
+
+/// Where `", "` starts in `s`; by hand for the reason of [`split_colon_space`].
+fn find_comma_space(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(i) = b.get(from..)?.iter().position(|&c| c == b',') {
+        let at = from + i;
+        if b.get(at + 1) == Some(&b' ') {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// `host[ip]:port`, `host[ip]`, `[ip]:port`; `none`, `local` or a socket path name no
@@ -604,18 +708,29 @@ fn parse_relay(v: &str) -> Result<Relay, Rejection> {
         return Err(reject("relay", format!("{v:?} is not host[ip]:port")));
     }
     let ip = &v[open + 1..close];
-    let ip = super::mta::parse_ip(ip)
-        .ok_or_else(|| reject("relay", format!("{ip:?} is not an IP address")))?;
+    // A bare IPv4 address that parses is already in its canonical form (leading zeros
+    // are refused), so it needs no printing.
+    let ip = if ip.parse::<std::net::Ipv4Addr>().is_ok() {
+        ip.to_string()
+    } else {
+        super::mta::parse_ip(ip)
+            .ok_or_else(|| reject("relay", format!("{ip:?} is not an IP address")))?
+            .to_string()
+    };
     let host = &v[..open];
     let host = Some(host)
         .filter(|h| !h.is_empty() && *h != "unknown")
         .map(str::to_string);
-    Ok((host, Some(ip.to_string())))
+    Ok((host, Some(ip)))
 }
 
 impl super::mta::LineParser for PostfixParser {
     fn feed_line(&mut self, line: &str, ctx: &Context<'_>) -> Vec<Parsed> {
         PostfixParser::feed_line(self, line, ctx)
+    }
+
+    fn feed_line_into(&mut self, line: &str, ctx: &Context<'_>, out: &mut Vec<Parsed>) {
+        PostfixParser::feed_line_into(self, line, ctx, out)
     }
 
     fn finish(&mut self) -> Vec<Parsed> {

@@ -12,6 +12,7 @@ use std::fmt;
 use std::ops::Range;
 use std::str::FromStr;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
@@ -353,8 +354,20 @@ fn looks_local(reply: &Reply) -> bool {
 #[derive(Clone, Debug)]
 pub struct Classifier {
     rules: Vec<Rule>,
+    /// The rules' patterns, then (when `aux`) `REFERENCE` and `RETRY_HINT`.
     set: RegexSet,
+    /// Whether the set ends with the two auxiliary patterns. Matching them in the rules'
+    /// pass costs nothing extra, while each scan of its own cost as much as a third of a
+    /// classification; their captures then run only on the few replies that match.
+    aux: bool,
+    /// Which build this is, so that a cache of classifications (a line parser's memo)
+    /// can tell when the rules it was filled with were replaced; a clone has the same
+    /// rules and keeps the id.
+    build: u64,
 }
+
+/// Builds so far, for `Classifier::build`.
+static BUILDS: AtomicU64 = AtomicU64::new(0);
 
 impl Classifier {
     /// The built-in rules. They are tested (`tests/rules_examples.rs`), so a failure here
@@ -367,6 +380,8 @@ impl Classifier {
                 Classifier {
                     rules: Vec::new(),
                     set: RegexSet::empty(),
+                    aux: false,
+                    build: BUILDS.fetch_add(1, Ordering::Relaxed),
                 }
             }
         }
@@ -389,21 +404,49 @@ impl Classifier {
         // ASCII-only case folding and classes keep the combined automaton small (the
         // documented replies are ASCII apart from a few literal accents); a user rule that
         // needs Unicode classes still works through the Unicode-aware fallback.
-        let build_set = |unicode: bool| {
-            RegexSetBuilder::new(rules.iter().map(|r| r.pattern.as_str()))
-                .case_insensitive(true)
-                .unicode(unicode)
-                .size_limit(64 << 20)
-                .dfa_size_limit(64 << 20)
-                .build()
+        // The auxiliary patterns carry their own flags, so the set's do not change them.
+        let reference = format!("(?-i:{REFERENCE_PATTERN})");
+        let build_set = |unicode: bool, aux: bool| {
+            let extra = [reference.as_str(), RETRY_HINT_PATTERN];
+            let extra = if aux { &extra[..] } else { &[] };
+            RegexSetBuilder::new(
+                rules
+                    .iter()
+                    .map(|r| r.pattern.as_str())
+                    .chain(extra.iter().copied()),
+            )
+            .case_insensitive(true)
+            .unicode(unicode)
+            .size_limit(64 << 20)
+            .dfa_size_limit(64 << 20)
+            .build()
         };
-        let set = build_set(false)
-            .or_else(|_| build_set(true))
-            .map_err(|e| RulesError::Build {
-                file: user.map_or(BUILTIN_FILE, |u| u.1).to_string(),
-                message: e.to_string(),
-            })?;
-        Ok(Classifier { rules, set })
+        let with_aux = build_set(false, true).or_else(|_| build_set(true, true));
+        // Should the auxiliary patterns push the set over its size limit, the rules alone
+        // still classify, with the two scans of their own.
+        let (set, aux) = match with_aux {
+            Ok(set) => (set, true),
+            Err(_) => (
+                build_set(false, false)
+                    .or_else(|_| build_set(true, false))
+                    .map_err(|e| RulesError::Build {
+                        file: user.map_or(BUILTIN_FILE, |u| u.1).to_string(),
+                        message: e.to_string(),
+                    })?,
+                false,
+            ),
+        };
+        Ok(Classifier {
+            rules,
+            set,
+            aux,
+            build: BUILDS.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// Distinct for every build of a classifier (not for its clones).
+    pub fn build_id(&self) -> u64 {
+        self.build
     }
 
     pub fn rule_count(&self) -> usize {
@@ -421,15 +464,21 @@ impl Classifier {
 
     pub fn classify(&self, reply: &Reply, mx_host: Option<&str>) -> Classification {
         let window = window(&reply.text, MATCH_WINDOW);
-        let rule = if window.is_empty() {
-            None
-        } else {
-            self.set
-                .matches(window.as_bytes())
+        // Neither auxiliary pattern matches an empty text.
+        let (mut rule, mut may_reference, mut may_hint) = (None, false, false);
+        if !window.is_empty() {
+            let matched = self.set.matches(window.as_bytes());
+            rule = matched
                 .iter()
-                .map(|i| &self.rules[i])
-                .find(|r| r.accepts(reply))
-        };
+                .filter_map(|i| self.rules.get(i))
+                .find(|r| r.accepts(reply));
+            let n = self.rules.len();
+            (may_reference, may_hint) = if self.aux {
+                (matched.matched(n), matched.matched(n + 1))
+            } else {
+                (true, true)
+            };
+        }
 
         let (mut cause, explanation) = match rule {
             // A rule for final failures ("retry timeout exceeded") cannot make a 4xx final.
@@ -475,7 +524,13 @@ impl Classifier {
         let reference = rule
             .and_then(|r| r.reference.as_ref())
             .and_then(|re| capture(re, window))
-            .or_else(|| capture(&REFERENCE, window))
+            .or_else(|| {
+                if may_reference {
+                    capture(&REFERENCE, window)
+                } else {
+                    None
+                }
+            })
             // Gmail publishes its errors by enhanced code (support.google.com/a/answer/3726730).
             .or_else(|| {
                 if is_google && origin == Origin::Remote {
@@ -495,7 +550,11 @@ impl Classifier {
             explanation,
             stage: reply.stage,
             origin,
-            retry_hint_seconds: retry_hint_seconds(window),
+            retry_hint_seconds: if may_hint {
+                retry_hint_seconds(window)
+            } else {
+                None
+            },
             rule: rule.map(|r| r.id.clone()),
         }
     }
@@ -619,12 +678,9 @@ fn load_rules(text: &str, file: &str, user: bool) -> Result<Vec<Rule>, RulesErro
 
 /// Receivers' own reference codes: Yahoo `[TSS04]`, Microsoft `(S3114)` / `AS(201806281)`,
 /// Comcast `RL000010`, Orange `OFR_999`, Apple `(CS01)`, Mimecast `[…]` ids stay in text.
-static REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?-u)\[((?:TSS?|PH|BL|HM|GL|DM|RL|TS)\d{2})\]|\((S\d{3,5})\)|\b(AS\(\d{3,12}\))|\b(RL\d{6})\b|\b(OFR\d{3}_\d{2,4}|OFR_\d{3})\b|\b(HVU:[A-Z0-9]+)\b|\((CS\d{2})\)|\b(LPN\d{3}_\d{3})\b",
-    )
-    .expect("constant regex compiles")
-});
+const REFERENCE_PATTERN: &str = r"(?-u)\[((?:TSS?|PH|BL|HM|GL|DM|RL|TS)\d{2})\]|\((S\d{3,5})\)|\b(AS\(\d{3,12}\))|\b(RL\d{6})\b|\b(OFR\d{3}_\d{2,4}|OFR_\d{3})\b|\b(HVU:[A-Z0-9]+)\b|\((CS\d{2})\)|\b(LPN\d{3}_\d{3})\b";
+static REFERENCE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(REFERENCE_PATTERN).expect("constant regex compiles"));
 
 fn capture(re: &Regex, text: &str) -> Option<String> {
     let caps = re.captures(text.as_bytes())?;
@@ -638,12 +694,9 @@ fn capture(re: &Regex, text: &str) -> Option<String> {
 
 /// "try again in 5 minutes", "come back in 00:05:00" (milter-greylist), "Retry after 1
 /// hour", "greylisted for 300 seconds". Gmail's "Please try again later" gives none.
-static RETRY_HINT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?i-u)\b(?:try(?:ing)?(?: it)? again|retry|come back|resend|wait|greylist(?:ed|ing)?|deferred|blocked|available)\b[^.;\n]{0,40}?\b(?:in|after|for)\s+(?:(\d{1,2}):(\d{2}):(\d{2})|(\d{1,7})\s*(seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h|days?)\b)",
-    )
-    .expect("constant regex compiles")
-});
+const RETRY_HINT_PATTERN: &str = r"(?i-u)\b(?:try(?:ing)?(?: it)? again|retry|come back|resend|wait|greylist(?:ed|ing)?|deferred|blocked|available)\b[^.;\n]{0,40}?\b(?:in|after|for)\s+(?:(\d{1,2}):(\d{2}):(\d{2})|(\d{1,7})\s*(seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h|days?)\b)";
+static RETRY_HINT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(RETRY_HINT_PATTERN).expect("constant regex compiles"));
 
 pub fn retry_hint_seconds(text: &str) -> Option<u64> {
     let c = RETRY_HINT.captures(text.as_bytes())?;
@@ -744,6 +797,63 @@ fn fallback_explanation(cause: Cause, reply: &Reply) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The auxiliary patterns answer in the rules' pass exactly as their own regexes do,
+    /// so that skipping a scan never loses a reference or a retry hint.
+    #[test]
+    fn auxiliary_patterns_match_where_their_regexes_do() {
+        let c = Classifier::builtin();
+        assert!(
+            c.aux,
+            "the built-in set has room for the auxiliary patterns"
+        );
+        let mut texts: Vec<String> = Vec::new();
+        for file in [
+            include_str!("../../tests/corpus/replies.toml"),
+            include_str!("../../tests/corpus/blind.toml"),
+            include_str!("../../tests/corpus/blind2.toml"),
+        ] {
+            let v: toml::Value = toml::from_str(file).unwrap_or(toml::Value::Boolean(false));
+            for r in v
+                .get("reply")
+                .and_then(|r| r.as_array())
+                .into_iter()
+                .flatten()
+            {
+                texts.extend(r.get("text").and_then(|t| t.as_str()).map(str::to_string));
+            }
+        }
+        texts.extend(c.rules().iter().filter_map(|r| r.example.clone()));
+        texts.extend(
+            [
+                "Greylisted, please try again in 300 seconds",
+                "Come back in 00:05:00",
+                "[TSS04] Messages from 192.0.2.1 temporarily deferred",
+                "tss04 lowercase is not a reference",
+                "(S775) and AS(201806281) and RL000010 and OFR_999",
+                "",
+            ]
+            .map(str::to_string),
+        );
+        assert!(texts.len() > 300, "{}", texts.len());
+        let n = c.rules.len();
+        for t in &texts {
+            let r = parse_reply(t);
+            let window = window(&r.text, MATCH_WINDOW);
+            let m = c.set.matches(window.as_bytes());
+            assert_eq!(
+                m.matched(n),
+                REFERENCE.is_match(window.as_bytes()),
+                "reference: {t:?}"
+            );
+            assert_eq!(
+                m.matched(n + 1),
+                RETRY_HINT.is_match(window.as_bytes()),
+                "retry hint: {t:?}"
+            );
+            assert!(m.iter().all(|i| i < n + 2));
+        }
+    }
 
     #[test]
     fn labels_round_trip() {

@@ -259,7 +259,8 @@ impl Reply {
 pub fn parse_reply(input: &str) -> Reply {
     // qmail-remote reports with '_' for every space ("deferral: 192.0.2.1_does_not_like_
     // recipient./Remote_host_said:_421_Service_Temporarily_Unavailable/Giving_up_on_…").
-    if input.contains("host_said:_") {
+    // The byte check first: the phrase search sets up a searcher on every call.
+    if input.contains('_') && input.contains("host_said:_") {
         return parse_spaced(&truncate(input, MAX_INPUT_BYTES).replace('_', " "));
     }
     let reply = parse_spaced(input);
@@ -517,17 +518,22 @@ static NEEDLES: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
         .ok()
 });
 
+/// Peer marker positions kept: the first few are where the peer is named.
+const MAX_PEERS: usize = 8;
+
 /// First position of every needle, and the first few positions of the peer markers.
 struct Scan {
     first: [usize; NEEDLE_COUNT],
-    peers: Vec<usize>,
+    peers: [usize; MAX_PEERS],
+    peer_count: usize,
 }
 
 impl Scan {
     fn new(input: &str) -> Scan {
         let mut scan = Scan {
             first: [usize::MAX; NEEDLE_COUNT],
-            peers: Vec::new(),
+            peers: [0; MAX_PEERS],
+            peer_count: 0,
         };
         if let Some(ac) = NEEDLES.as_ref() {
             for m in ac.find_overlapping_iter(input) {
@@ -535,12 +541,19 @@ impl Scan {
                 if id < NEEDLE_COUNT && scan.first[id] == usize::MAX {
                     scan.first[id] = m.start();
                 }
-                if id >= PEER_BASE && scan.peers.len() < 8 {
-                    scan.peers.push(m.end());
+                if id >= PEER_BASE
+                    && let Some(slot) = scan.peers.get_mut(scan.peer_count)
+                {
+                    *slot = m.end();
+                    scan.peer_count += 1;
                 }
             }
         }
         scan
+    }
+
+    fn peers(&self) -> &[usize] {
+        &self.peers[..self.peer_count]
     }
 
     fn at(&self, id: usize) -> Option<usize> {
@@ -753,32 +766,72 @@ fn split_lines(reply: &str, code: u16) -> (Option<EnhancedCode>, String) {
 /// Real line breaks and Exim's literal two-character `\n`.
 fn split_physical_lines(s: &str) -> impl Iterator<Item = &str> {
     s.split('\n')
-        .flat_map(|l| l.split("\\n"))
+        .flat_map(|l| {
+            // A line without a backslash has no literal `\n`; the byte check is cheaper
+            // than setting up the two-byte search.
+            let (whole, parts) = if l.contains('\\') {
+                (None, Some(l.split("\\n")))
+            } else {
+                (Some(l), None)
+            };
+            whole.into_iter().chain(parts.into_iter().flatten())
+        })
         .map(|l| l.trim_end_matches('\r'))
 }
 
 /// Splits a line at every ` NNN-` / ` NNN ` that repeats the reply's own code followed by
 /// an enhanced code or a continuation dash: Postfix's flattening of multi-line replies.
-fn split_flattened<'a>(line: &'a str, code: &[u8; 3]) -> Vec<&'a str> {
-    let b = line.as_bytes();
-    let mut parts = Vec::new();
-    let mut last = 0;
-    let mut i = 1;
-    while i + 4 <= b.len() {
-        if b[i - 1] == b' ' && b[i..i + 3] == *code {
-            let sep = b[i + 3];
-            let next_is_enh = EnhancedCode::parse_prefix(&b[(i + 4).min(b.len())..]).is_some();
-            if sep == b'-' || (sep == b' ' && next_is_enh) {
-                parts.push(&line[last..i]);
-                last = i;
-                i += 4;
-                continue;
-            }
-        }
-        i += 1;
+fn split_flattened<'a>(line: &'a str, code: &[u8; 3]) -> Flattened<'a> {
+    Flattened {
+        line,
+        code: *code,
+        last: 0,
+        i: 1,
+        done: false,
     }
-    parts.push(&line[last..]);
-    parts
+}
+
+/// The parts of [`split_flattened`], found as they are asked for (no vector per line).
+struct Flattened<'a> {
+    line: &'a str,
+    code: [u8; 3],
+    last: usize,
+    i: usize,
+    done: bool,
+}
+
+impl<'a> Iterator for Flattened<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.done {
+            return None;
+        }
+        let (line, code) = (self.line, self.code);
+        let b = line.as_bytes();
+        while self.i + 4 <= b.len() {
+            let i = self.i;
+            // Straight to the next byte that can start the code.
+            match b[i..b.len() - 3].iter().position(|&c| c == code[0]) {
+                Some(skip) => self.i += skip,
+                None => break,
+            }
+            let i = self.i;
+            if b[i - 1] == b' ' && b[i..i + 3] == code {
+                let sep = b[i + 3];
+                let next_is_enh = EnhancedCode::parse_prefix(&b[(i + 4).min(b.len())..]).is_some();
+                if sep == b'-' || (sep == b' ' && next_is_enh) {
+                    let part = &line[self.last..i];
+                    self.last = i;
+                    self.i = i + 4;
+                    return Some(part);
+                }
+            }
+            self.i = i + 1;
+        }
+        self.done = true;
+        Some(&line[self.last..])
+    }
 }
 
 /// Stage from the MTA's wording. Postfix: `(in reply to X command)`, `while <stage>`;
@@ -870,7 +923,7 @@ fn stage_from_command(rest: &str) -> Option<Stage> {
 /// The remote host and IP from `NAME[IP]` (Postfix), `H=NAME [IP]` or `host NAME [IP]`
 /// (Exim).
 fn remote_peer(input: &str, scan: &Scan) -> (Option<String>, Option<String>) {
-    scan.peers
+    scan.peers()
         .iter()
         .find_map(|&start| host_ip_at(input, start))
         .unwrap_or((None, None))
