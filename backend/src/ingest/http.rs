@@ -78,19 +78,24 @@ async fn ingest_events(
         Err(e) => return Err(e.into()),
     };
 
-    let ctx = Context {
-        source_id: source.id,
-        classifier: &state.classifier,
-        now,
-        max_future_skew: chrono::TimeDelta::from_std(state.config.max_future_skew)
-            .unwrap_or(chrono::TimeDelta::hours(1)),
-    };
+    let ctx = context(&state, source.id, now);
     let (batch, rejected) = parse_batch(&items, &ctx);
     let rejected: Vec<RejectedItem> = rejected
         .into_iter()
         .map(|(index, rejection)| RejectedItem { index, rejection })
         .collect();
     commit_and_reply(&state, &source, started, batch, rejected, 0).await
+}
+
+/// What every adapter validates and classifies with.
+fn context(state: &AppState, source_id: i64, now: chrono::DateTime<chrono::Utc>) -> Context<'_> {
+    Context {
+        source_id,
+        classifier: &state.classifier,
+        now,
+        max_future_skew: chrono::TimeDelta::from_std(state.config.max_future_skew)
+            .unwrap_or(chrono::TimeDelta::hours(1)),
+    }
 }
 
 /// The body within its limit and a slot among the requests in flight: past the limit,
@@ -311,13 +316,7 @@ async fn ingest_format(
         .get(&source.name)
         .cloned()
         .unwrap_or_default();
-    let ctx = Context {
-        source_id: source.id,
-        classifier: &state.classifier,
-        now,
-        max_future_skew: chrono::TimeDelta::from_std(state.config.max_future_skew)
-            .unwrap_or(chrono::TimeDelta::hours(1)),
-    };
+    let ctx = context(&state, source.id, now);
     // Each parsed record with the index of the item (JSON record or line) it came from.
     let mut parsed: Vec<(usize, super::mta::Parsed)> = Vec::new();
     if format == "kumomta" {
@@ -407,13 +406,7 @@ async fn ingest_esp(
         keep_rejected_body(state, source.id, body, "signature", &reason, now).await?;
         return Err(AppError::BadSignature { reason });
     }
-    let ctx = Context {
-        source_id: source.id,
-        classifier: &state.classifier,
-        now,
-        max_future_skew: chrono::TimeDelta::from_std(state.config.max_future_skew)
-            .unwrap_or(chrono::TimeDelta::hours(1)),
-    };
+    let ctx = context(state, source.id, now);
     let parsed = esp.parse(body, &ctx);
     if parsed.len() > state.config.max_batch_events {
         return Err(IngestError::TooManyEvents {
